@@ -1,0 +1,341 @@
+//! Response bodies as one type. A file range is a [`FileBuf`]: a `Buf` whose bytes are a slice of
+//! the file's mapping, which the IO layer recognises and sends by sendfile(2). Small in-memory
+//! bytes (error pages, multipart boundaries) are plain `Bytes`. Files that could not be mapped
+//! take a copying fallback that preads into a buffer.
+//!
+//! Every body knows its exact length up front, so hyper always sends Content-Length. Dropping a
+//! body marks the connection idle again (its keep-alive timer starts then).
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::{Frame, SizeHint};
+
+use crate::fs::OpenFile;
+use crate::http::range::ByteRange;
+use crate::io::ConnShared;
+use crate::stats::WorkerStats;
+
+/// A response body.
+pub struct Body {
+    kind: Kind,
+    _done: Option<ResponseDone>,
+}
+
+enum Kind {
+    Empty,
+    /// The length a GET would have; a HEAD response's body is never polled.
+    HeadOnly(u64),
+    Bytes(Option<Bytes>),
+    File(Option<FileBuf>),
+    Multipart(Box<Multipart>),
+    Copy(Box<CopyBody>),
+}
+
+/// Marks the connection idle when the response is over (the body is dropped by hyper once sent).
+struct ResponseDone(Rc<ConnShared>);
+
+impl Drop for ResponseDone {
+    fn drop(&mut self) {
+        self.0.set_idle();
+    }
+}
+
+impl Body {
+    fn new(kind: Kind, conn: &Rc<ConnShared>) -> Body {
+        Body {
+            kind,
+            _done: Some(ResponseDone(conn.clone())),
+        }
+    }
+
+    /// No body (304, 204, empty files).
+    pub fn empty(conn: &Rc<ConnShared>) -> Body {
+        Body::new(Kind::Empty, conn)
+    }
+
+    /// A HEAD response for a representation of `len` bytes.
+    pub fn head(len: u64, conn: &Rc<ConnShared>) -> Body {
+        Body::new(Kind::HeadOnly(len), conn)
+    }
+
+    /// In-memory bytes (error messages, redirects).
+    pub fn bytes(b: Bytes, conn: &Rc<ConnShared>) -> Body {
+        if b.is_empty() {
+            return Body::empty(conn);
+        }
+        Body::new(Kind::Bytes(Some(b)), conn)
+    }
+
+    /// `range` of `file` (inclusive), sent by sendfile when the file is mapped.
+    pub fn file(file: &Arc<OpenFile>, range: ByteRange, conn: &Rc<ConnShared>) -> Body {
+        if file.map.is_none() {
+            let copy = CopyBody {
+                file: file.clone(),
+                pos: range.first,
+                end: range.last + 1,
+                conn: conn.clone(),
+            };
+            return Body::new(Kind::Copy(Box::new(copy)), conn);
+        }
+        let buf = FileBuf::new(
+            file.clone(),
+            range.first as usize,
+            range.last as usize + 1,
+            conn.clone(),
+        );
+        Body::new(Kind::File(Some(buf)), conn)
+    }
+
+    /// multipart/byteranges of several ranges, `boundary` without the leading dashes.
+    pub fn multipart(
+        file: &Arc<OpenFile>,
+        ranges: &[ByteRange],
+        boundary: &str,
+        conn: &Rc<ConnShared>,
+    ) -> Body {
+        let mut heads = Vec::with_capacity(ranges.len());
+        let mut total = 0u64;
+        let ct = file
+            .content_type
+            .to_str()
+            .unwrap_or("application/octet-stream");
+        for r in ranges {
+            let head = format!(
+                "\r\n--{boundary}\r\nContent-Type: {ct}\r\nContent-Range: bytes {}-{}/{}\r\n\r\n",
+                r.first, r.last, file.len
+            );
+            total += head.len() as u64 + r.len();
+            heads.push(Bytes::from(head));
+        }
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        total += tail.len() as u64;
+        let parts = Multipart {
+            file: file.clone(),
+            ranges: ranges.to_vec(),
+            heads,
+            tail: Some(tail),
+            next: 0,
+            head_sent: false,
+            remaining: total,
+            conn: conn.clone(),
+        };
+        Body::new(Kind::Multipart(Box::new(parts)), conn)
+    }
+
+    /// The exact length, as hyper will announce it.
+    pub fn len(&self) -> u64 {
+        http_body::Body::size_hint(self).exact().unwrap_or(0)
+    }
+
+    /// Whether the body has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Chunk;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Chunk>, io::Error>>> {
+        let this = self.get_mut();
+        let chunk = match &mut this.kind {
+            Kind::Empty | Kind::HeadOnly(_) => None,
+            Kind::Bytes(b) => b.take().map(Chunk::Bytes),
+            Kind::File(f) => f.take().map(Chunk::File),
+            Kind::Multipart(m) => m.next_chunk(),
+            Kind::Copy(c) => match c.next_chunk() {
+                Ok(chunk) => chunk,
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            },
+        };
+        Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::HeadOnly(_) => false,
+            Kind::Bytes(b) => b.is_none(),
+            Kind::File(f) => f.is_none(),
+            Kind::Multipart(m) => m.remaining == 0,
+            Kind::Copy(c) => c.pos >= c.end,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let n = match &self.kind {
+            Kind::Empty => 0,
+            Kind::HeadOnly(n) => *n,
+            Kind::Bytes(b) => b.as_ref().map_or(0, |b| b.len() as u64),
+            Kind::File(f) => f.as_ref().map_or(0, |f| f.remaining() as u64),
+            Kind::Multipart(m) => m.remaining,
+            Kind::Copy(c) => c.end - c.pos,
+        };
+        SizeHint::with_exact(n)
+    }
+}
+
+/// One frame of a body.
+pub enum Chunk {
+    Bytes(Bytes),
+    File(FileBuf),
+}
+
+impl Buf for Chunk {
+    fn remaining(&self) -> usize {
+        match self {
+            Chunk::Bytes(b) => b.remaining(),
+            Chunk::File(f) => f.remaining(),
+        }
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self {
+            Chunk::Bytes(b) => b.chunk(),
+            Chunk::File(f) => f.chunk(),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Chunk::Bytes(b) => b.advance(n),
+            Chunk::File(f) => f.advance(n),
+        }
+    }
+}
+
+/// A range of a mapped file. Its `chunk()` is a token slice of the mapping: the IO layer sends the
+/// bytes by sendfile and nothing in userspace reads them. While it lives, its mapping is
+/// registered with the connection so the IO layer can recognise the slice.
+pub struct FileBuf {
+    file: Arc<OpenFile>,
+    pos: usize,
+    end: usize,
+    conn: Rc<ConnShared>,
+}
+
+impl FileBuf {
+    fn new(file: Arc<OpenFile>, pos: usize, end: usize, conn: Rc<ConnShared>) -> FileBuf {
+        debug_assert!(file.map.as_ref().is_some_and(|m| end <= m.len()));
+        conn.registry.borrow_mut().register(&file);
+        FileBuf {
+            file,
+            pos,
+            end,
+            conn,
+        }
+    }
+}
+
+impl Drop for FileBuf {
+    fn drop(&mut self) {
+        self.conn.registry.borrow_mut().unregister(&self.file);
+    }
+}
+
+impl Buf for FileBuf {
+    fn remaining(&self) -> usize {
+        self.end - self.pos
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match &self.file.map {
+            Some(map) => map.token_slice(self.pos, self.end),
+            None => &[],
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        assert!(
+            n <= self.end - self.pos,
+            "advance past the end of a file range"
+        );
+        self.pos += n;
+    }
+}
+
+struct Multipart {
+    file: Arc<OpenFile>,
+    ranges: Vec<ByteRange>,
+    heads: Vec<Bytes>,
+    tail: Option<Bytes>,
+    next: usize,
+    head_sent: bool,
+    remaining: u64,
+    conn: Rc<ConnShared>,
+}
+
+impl Multipart {
+    fn next_chunk(&mut self) -> Option<Chunk> {
+        let chunk = if self.next < self.ranges.len() {
+            if !self.head_sent {
+                self.head_sent = true;
+                Chunk::Bytes(self.heads[self.next].clone())
+            } else {
+                let r = self.ranges[self.next];
+                self.next += 1;
+                self.head_sent = false;
+                if self.file.map.is_some() {
+                    Chunk::File(FileBuf::new(
+                        self.file.clone(),
+                        r.first as usize,
+                        r.last as usize + 1,
+                        self.conn.clone(),
+                    ))
+                } else {
+                    let mut buf = vec![0u8; r.len() as usize];
+                    if self.file.file.read_exact_at(&mut buf, r.first).is_err() {
+                        return None;
+                    }
+                    WorkerStats::add(&self.conn.worker.stats().copied_bytes, r.len());
+                    Chunk::Bytes(Bytes::from(buf))
+                }
+            }
+        } else {
+            Chunk::Bytes(self.tail.take()?)
+        };
+        self.remaining -= chunk.remaining() as u64;
+        Some(chunk)
+    }
+}
+
+/// The copying fallback for files the kernel would not map: pread into a buffer, 64 KiB at a time.
+struct CopyBody {
+    file: Arc<OpenFile>,
+    pos: u64,
+    end: u64,
+    conn: Rc<ConnShared>,
+}
+
+impl CopyBody {
+    const CHUNK: u64 = 64 * 1024;
+
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let n = (self.end - self.pos).min(Self::CHUNK) as usize;
+        let mut buf = vec![0u8; n];
+        let got = self.file.file.read_at(&mut buf, self.pos)?;
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was being sent",
+            ));
+        }
+        buf.truncate(got);
+        self.pos += got as u64;
+        WorkerStats::add(&self.conn.worker.stats().copied_bytes, got as u64);
+        Ok(Some(Chunk::Bytes(Bytes::from(buf))))
+    }
+}

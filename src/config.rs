@@ -1,0 +1,643 @@
+//! Configuration: the TOML file and the command-line flags merged into one validated [`Config`].
+//!
+//! Two levels, as in ripgrep: [`RawConfig`] is exactly what serde read (every key optional, unknown
+//! keys rejected), and [`Config`] is the checked result with typed values and defaults filled in.
+//! Every error names the file and the key, in one line, before the server binds anything.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::sys::SymlinkRule;
+
+/// A configuration problem, printed as one line: `<file>: <key>: <what is wrong>`.
+#[derive(Debug)]
+pub struct ConfigError {
+    file: Option<PathBuf>,
+    key: String,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(file: Option<&Path>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.map(Path::to_path_buf),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) if self.key.is_empty() => write!(f, "{}: {}", file.display(), self.message),
+            Some(file) => write!(
+                f,
+                "{}: key `{}`: {}",
+                file.display(),
+                self.key,
+                self.message
+            ),
+            None if self.key.is_empty() => write!(f, "{}", self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A duration written as `"10s"`, `"500ms"`, `"2m"`, `"1h"`, or a bare number of seconds.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum DurationText {
+    /// Whole seconds.
+    Seconds(u64),
+    /// A number with a unit suffix.
+    Text(String),
+}
+
+/// A byte size written as `"16KiB"`, `"2MiB"`, `"1GiB"`, `"512"`, or a bare number of bytes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SizeText {
+    /// Bytes.
+    Bytes(u64),
+    /// A number with a unit suffix.
+    Text(String),
+}
+
+/// Whether names beginning with a dot are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DotfileRule {
+    /// 404 for any path component starting with `.`, except a leading `/.well-known/`.
+    Deny,
+    /// Serve dotfiles like any other file.
+    Allow,
+}
+
+/// Symlink rule as written in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SymlinkText {
+    /// Refuse every symlink.
+    Deny,
+    /// Follow relative symlinks that stay beneath the root.
+    InsideRoot,
+    /// Follow all symlinks.
+    Follow,
+}
+
+/// The file as read: every key optional so that defaults and CLI flags can fill the gaps.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub root: Option<PathBuf>,
+    pub listen: Option<Vec<String>>,
+    pub workers: Option<usize>,
+    pub symlinks: Option<SymlinkText>,
+    pub dotfiles: Option<DotfileRule>,
+    pub index: Option<String>,
+    pub max_ranges: Option<usize>,
+    pub limits: Option<RawLimits>,
+    pub socket: Option<RawSocket>,
+    pub open_file_cache: Option<RawOpenFileCache>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_control: Vec<RawCacheRule>,
+}
+
+/// `[limits]`: request size limits and timeouts.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub header_bytes: Option<SizeText>,
+    pub max_headers: Option<usize>,
+    pub target_bytes: Option<SizeText>,
+    pub header_timeout: Option<DurationText>,
+    pub keepalive_timeout: Option<DurationText>,
+    pub shutdown_timeout: Option<DurationText>,
+}
+
+/// `[socket]`: listener and connection tuning.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSocket {
+    pub backlog: Option<u32>,
+    pub defer_accept: Option<DurationText>,
+    pub fastopen: Option<u32>,
+    pub send_buffer: Option<SizeText>,
+    pub sendfile_max_chunk: Option<SizeText>,
+    pub cold_check_min: Option<SizeText>,
+}
+
+/// `[open_file_cache]`: the per-worker cache of open, mapped files.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpenFileCache {
+    pub entries: Option<usize>,
+    pub mapped_bytes: Option<SizeText>,
+    pub valid: Option<DurationText>,
+}
+
+/// `[[cache_control]]`: the first rule whose glob matches the request path sets Cache-Control.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheRule {
+    pub path: String,
+    pub value: String,
+}
+
+/// Values given on the command line; they win over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub root: Option<PathBuf>,
+    pub listen: Vec<String>,
+    pub workers: Option<usize>,
+}
+
+/// Request size limits and timeouts.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request head (request line plus headers) before 431.
+    pub header_bytes: usize,
+    /// Most header fields in one request before 431.
+    pub max_headers: usize,
+    /// Longest request target before 414.
+    pub target_bytes: usize,
+    /// Time allowed for a whole request head once its first byte arrived (slowloris guard).
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open waiting for its next request.
+    pub keepalive_timeout: Duration,
+    /// Time in-flight responses get to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+}
+
+/// Listener and connection tuning.
+#[derive(Clone, Debug)]
+pub struct SocketTuning {
+    pub backlog: u32,
+    pub defer_accept: Duration,
+    pub fastopen: u32,
+    pub send_buffer: Option<u32>,
+    pub sendfile_max_chunk: usize,
+    pub cold_check_min: u64,
+}
+
+/// Per-worker open-file cache bounds.
+#[derive(Clone, Debug)]
+pub struct OpenFileCacheSettings {
+    pub entries: usize,
+    pub mapped_bytes: u64,
+    pub valid: Duration,
+}
+
+/// One Cache-Control rule.
+#[derive(Clone, Debug)]
+pub struct CacheRule {
+    pub path: String,
+    pub value: String,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub workers: usize,
+    pub symlinks: SymlinkRule,
+    pub dotfiles: DotfileRule,
+    pub index: String,
+    pub max_ranges: usize,
+    pub limits: Limits,
+    pub socket: SocketTuning,
+    pub open_file_cache: OpenFileCacheSettings,
+    pub cache_control: Vec<CacheRule>,
+    /// Where the configuration came from, for messages.
+    pub source: Option<PathBuf>,
+}
+
+/// Defaults, in one place (docs/configuration.md lists the same values).
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const INDEX: &str = "index.html";
+    pub const MAX_RANGES: usize = 16;
+    pub const HEADER_BYTES: u64 = 16 * 1024;
+    pub const MAX_HEADERS: usize = 100;
+    pub const TARGET_BYTES: u64 = 8 * 1024;
+    pub const HEADER_TIMEOUT_SECS: u64 = 10;
+    pub const KEEPALIVE_TIMEOUT_SECS: u64 = 60;
+    pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+    pub const BACKLOG: u32 = 4096;
+    pub const DEFER_ACCEPT_SECS: u64 = 1;
+    pub const SENDFILE_MAX_CHUNK: u64 = 2 * 1024 * 1024;
+    pub const COLD_CHECK_MIN: u64 = 64 * 1024;
+    pub const CACHE_ENTRIES: usize = 10_000;
+    pub const CACHE_MAPPED_BYTES: u64 = 256 * 1024 * 1024 * 1024;
+    pub const CACHE_VALID_SECS: u64 = 1;
+}
+
+impl Config {
+    /// Read `file` (if any), apply `overrides`, and validate everything.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let raw = match file {
+            Some(path) => RawConfig::from_file(path)?,
+            None => RawConfig::default(),
+        };
+        Config::from_raw(raw, file, overrides)
+    }
+
+    /// Validate an already parsed file.
+    pub fn from_raw(
+        mut raw: RawConfig,
+        file: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
+        if let Some(root) = &overrides.root {
+            raw.root = Some(root.clone());
+        }
+        if !overrides.listen.is_empty() {
+            raw.listen = Some(overrides.listen.clone());
+        }
+        if overrides.workers.is_some() {
+            raw.workers = overrides.workers;
+        }
+
+        // A relative root in a file is relative to the file's directory; on the command line, to
+        // the current directory.
+        let root = raw.root.clone().unwrap_or_else(|| PathBuf::from("."));
+        let root = match (file, overrides.root.is_some()) {
+            (Some(f), false) if root.is_relative() => {
+                f.parent().unwrap_or(Path::new(".")).join(root)
+            }
+            _ => root,
+        };
+        let root = check_root(&root).map_err(|m| err("root", m))?;
+
+        let listen_text = raw
+            .listen
+            .clone()
+            .unwrap_or_else(|| vec![defaults::LISTEN.to_string()]);
+        if listen_text.is_empty() {
+            return Err(err("listen", "needs at least one address".into()));
+        }
+        let mut listen = Vec::new();
+        for text in &listen_text {
+            let addr = text
+                .to_socket_addrs()
+                .map_err(|e| err("listen", format!("cannot resolve {text:?}: {e}")))?
+                .next()
+                .ok_or_else(|| err("listen", format!("{text:?} resolves to no address")))?;
+            listen.push(addr);
+        }
+
+        let workers = match raw.workers {
+            None | Some(0) => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            Some(n) if n > 1024 => return Err(err("workers", format!("{n} is more than 1024"))),
+            Some(n) => n,
+        };
+
+        let symlinks = match raw.symlinks.unwrap_or(SymlinkText::InsideRoot) {
+            SymlinkText::Deny => SymlinkRule::Deny,
+            SymlinkText::InsideRoot => SymlinkRule::InsideRoot,
+            SymlinkText::Follow => SymlinkRule::Follow,
+        };
+        let index = raw
+            .index
+            .clone()
+            .unwrap_or_else(|| defaults::INDEX.to_string());
+        if index.is_empty() || index.contains('/') || index == "." || index == ".." {
+            return Err(err("index", format!("{index:?} must be a plain file name")));
+        }
+        let max_ranges = raw.max_ranges.unwrap_or(defaults::MAX_RANGES);
+        if max_ranges == 0 {
+            return Err(err("max_ranges", "must be at least 1".into()));
+        }
+
+        let l = raw.limits.clone().unwrap_or_default();
+        let header_bytes = size(&l.header_bytes, defaults::HEADER_BYTES)
+            .map_err(|m| err("limits.header_bytes", m))?;
+        if !(8192..=1024 * 1024).contains(&header_bytes) {
+            return Err(err(
+                "limits.header_bytes",
+                format!("{header_bytes} is outside 8KiB..1MiB"),
+            ));
+        }
+        let target_bytes = size(&l.target_bytes, defaults::TARGET_BYTES)
+            .map_err(|m| err("limits.target_bytes", m))?;
+        if target_bytes < 256 || target_bytes >= header_bytes {
+            return Err(err(
+                "limits.target_bytes",
+                format!("{target_bytes} must be at least 256 and less than limits.header_bytes ({header_bytes})"),
+            ));
+        }
+        let max_headers = l.max_headers.unwrap_or(defaults::MAX_HEADERS);
+        if max_headers == 0 || max_headers > 1000 {
+            return Err(err(
+                "limits.max_headers",
+                format!("{max_headers} is outside 1..1000"),
+            ));
+        }
+        let limits = Limits {
+            header_bytes: header_bytes as usize,
+            max_headers,
+            target_bytes: target_bytes as usize,
+            header_timeout: nonzero_duration(&l.header_timeout, defaults::HEADER_TIMEOUT_SECS)
+                .map_err(|m| err("limits.header_timeout", m))?,
+            keepalive_timeout: nonzero_duration(
+                &l.keepalive_timeout,
+                defaults::KEEPALIVE_TIMEOUT_SECS,
+            )
+            .map_err(|m| err("limits.keepalive_timeout", m))?,
+            shutdown_timeout: duration(&l.shutdown_timeout, defaults::SHUTDOWN_TIMEOUT_SECS)
+                .map_err(|m| err("limits.shutdown_timeout", m))?,
+        };
+
+        let s = raw.socket.clone().unwrap_or_default();
+        let sendfile_max_chunk = size(&s.sendfile_max_chunk, defaults::SENDFILE_MAX_CHUNK)
+            .map_err(|m| err("socket.sendfile_max_chunk", m))?;
+        if !(4096..=1 << 30).contains(&sendfile_max_chunk) {
+            return Err(err(
+                "socket.sendfile_max_chunk",
+                format!("{sendfile_max_chunk} is outside 4KiB..1GiB"),
+            ));
+        }
+        let send_buffer = match &s.send_buffer {
+            None => None,
+            Some(v) => {
+                let n = parse_size(v).map_err(|m| err("socket.send_buffer", m))?;
+                if n == 0 {
+                    None
+                } else {
+                    Some(
+                        u32::try_from(n)
+                            .map_err(|_| err("socket.send_buffer", format!("{n} is too large")))?,
+                    )
+                }
+            }
+        };
+        let socket = SocketTuning {
+            backlog: s.backlog.unwrap_or(defaults::BACKLOG).max(1),
+            defer_accept: duration(&s.defer_accept, defaults::DEFER_ACCEPT_SECS)
+                .map_err(|m| err("socket.defer_accept", m))?,
+            fastopen: s.fastopen.unwrap_or(0),
+            send_buffer,
+            sendfile_max_chunk: sendfile_max_chunk as usize,
+            cold_check_min: size(&s.cold_check_min, defaults::COLD_CHECK_MIN)
+                .map_err(|m| err("socket.cold_check_min", m))?,
+        };
+
+        let c = raw.open_file_cache.clone().unwrap_or_default();
+        let open_file_cache = OpenFileCacheSettings {
+            entries: c.entries.unwrap_or(defaults::CACHE_ENTRIES),
+            mapped_bytes: size(&c.mapped_bytes, defaults::CACHE_MAPPED_BYTES)
+                .map_err(|m| err("open_file_cache.mapped_bytes", m))?,
+            valid: duration(&c.valid, defaults::CACHE_VALID_SECS)
+                .map_err(|m| err("open_file_cache.valid", m))?,
+        };
+        if open_file_cache.entries > 60_000 {
+            return Err(err(
+                "open_file_cache.entries",
+                format!(
+                    "{} would approach vm.max_map_count (65530 mappings per process)",
+                    open_file_cache.entries
+                ),
+            ));
+        }
+
+        let mut cache_control = Vec::new();
+        for (i, rule) in raw.cache_control.iter().enumerate() {
+            let key = format!("cache_control[{i}]");
+            if !rule.path.starts_with('/') && !rule.path.starts_with('*') {
+                return Err(err(
+                    &format!("{key}.path"),
+                    format!("{:?} must start with / or *", rule.path),
+                ));
+            }
+            globset::Glob::new(&rule.path)
+                .map_err(|e| err(&format!("{key}.path"), e.to_string()))?;
+            http::HeaderValue::from_str(&rule.value).map_err(|_| {
+                err(
+                    &format!("{key}.value"),
+                    format!("{:?} is not a valid header value", rule.value),
+                )
+            })?;
+            cache_control.push(CacheRule {
+                path: rule.path.clone(),
+                value: rule.value.clone(),
+            });
+        }
+
+        Ok(Config {
+            root,
+            listen,
+            workers,
+            symlinks,
+            dotfiles: raw.dotfiles.unwrap_or(DotfileRule::Deny),
+            index,
+            max_ranges,
+            limits,
+            socket,
+            open_file_cache,
+            cache_control,
+            source: file.map(Path::to_path_buf),
+        })
+    }
+
+    /// The effective configuration as TOML, every key with its value (for `check-config`).
+    pub fn to_toml(&self) -> String {
+        let secs = |d: Duration| {
+            if d.subsec_millis() == 0 {
+                DurationText::Text(format!("{}s", d.as_secs()))
+            } else {
+                DurationText::Text(format!("{}ms", d.as_millis()))
+            }
+        };
+        let raw = RawConfig {
+            root: Some(self.root.clone()),
+            listen: Some(self.listen.iter().map(|a| a.to_string()).collect()),
+            workers: Some(self.workers),
+            symlinks: Some(match self.symlinks {
+                SymlinkRule::Deny => SymlinkText::Deny,
+                SymlinkRule::InsideRoot => SymlinkText::InsideRoot,
+                SymlinkRule::Follow => SymlinkText::Follow,
+            }),
+            dotfiles: Some(self.dotfiles),
+            index: Some(self.index.clone()),
+            max_ranges: Some(self.max_ranges),
+            limits: Some(RawLimits {
+                header_bytes: Some(SizeText::Bytes(self.limits.header_bytes as u64)),
+                max_headers: Some(self.limits.max_headers),
+                target_bytes: Some(SizeText::Bytes(self.limits.target_bytes as u64)),
+                header_timeout: Some(secs(self.limits.header_timeout)),
+                keepalive_timeout: Some(secs(self.limits.keepalive_timeout)),
+                shutdown_timeout: Some(secs(self.limits.shutdown_timeout)),
+            }),
+            socket: Some(RawSocket {
+                backlog: Some(self.socket.backlog),
+                defer_accept: Some(secs(self.socket.defer_accept)),
+                fastopen: Some(self.socket.fastopen),
+                send_buffer: Some(SizeText::Bytes(self.socket.send_buffer.unwrap_or(0) as u64)),
+                sendfile_max_chunk: Some(SizeText::Bytes(self.socket.sendfile_max_chunk as u64)),
+                cold_check_min: Some(SizeText::Bytes(self.socket.cold_check_min)),
+            }),
+            open_file_cache: Some(RawOpenFileCache {
+                entries: Some(self.open_file_cache.entries),
+                mapped_bytes: Some(SizeText::Bytes(self.open_file_cache.mapped_bytes)),
+                valid: Some(secs(self.open_file_cache.valid)),
+            }),
+            cache_control: self
+                .cache_control
+                .iter()
+                .map(|r| RawCacheRule {
+                    path: r.path.clone(),
+                    value: r.value.clone(),
+                })
+                .collect(),
+        };
+        toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
+    }
+}
+
+impl RawConfig {
+    /// Read and parse a TOML file; unknown keys and type errors name the line.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(Some(path), "", format!("cannot read config file: {e}"))
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().trim().replace('\n', " ");
+            match line {
+                Some(line) => ConfigError::new(Some(path), "", format!("line {line}: {msg}")),
+                None => ConfigError::new(Some(path), "", msg),
+            }
+        })
+    }
+}
+
+fn check_root(root: &Path) -> Result<PathBuf, String> {
+    let canonical = root
+        .canonicalize()
+        .map_err(|e| format!("{} cannot be used: {e}", root.display()))?;
+    if !canonical.is_dir() {
+        return Err(format!("{} is not a directory", canonical.display()));
+    }
+    std::fs::read_dir(&canonical)
+        .map_err(|e| format!("{} is not readable: {e}", canonical.display()))?;
+    Ok(canonical)
+}
+
+fn duration(v: &Option<DurationText>, default_secs: u64) -> Result<Duration, String> {
+    match v {
+        None => Ok(Duration::from_secs(default_secs)),
+        Some(DurationText::Seconds(s)) => Ok(Duration::from_secs(*s)),
+        Some(DurationText::Text(t)) => parse_duration(t),
+    }
+}
+
+fn nonzero_duration(v: &Option<DurationText>, default_secs: u64) -> Result<Duration, String> {
+    let d = duration(v, default_secs)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn size(v: &Option<SizeText>, default: u64) -> Result<u64, String> {
+    match v {
+        None => Ok(default),
+        Some(v) => parse_size(v),
+    }
+}
+
+fn parse_size(v: &SizeText) -> Result<u64, String> {
+    let text = match v {
+        SizeText::Bytes(n) => return Ok(*n),
+        SizeText::Text(t) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 512, 16KiB, 2MiB or 1GiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" | "m" => 1 << 20,
+        "G" | "GB" | "GiB" | "g" => 1 << 30,
+        "T" | "TB" | "TiB" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit (use B, KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parse `"10s"`, `"500ms"`, `"2m"`, `"1h"` or `"30"` (seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms, 2m or 1h"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+        assert_eq!(parse_size(&SizeText::Text("16KiB".into())).unwrap(), 16384);
+        assert_eq!(parse_size(&SizeText::Text("2MiB".into())).unwrap(), 2 << 20);
+        assert!(parse_size(&SizeText::Text("2 parsecs".into())).is_err());
+        assert!(parse_size(&SizeText::Text("99999999999999999999T".into())).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let raw: RawConfig = toml::from_str("[limits]\nheader_timeout = \"soon\"\n").unwrap();
+        let e = Config::from_raw(raw, Some(Path::new("/etc/x.toml")), &Overrides::default())
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("/etc/x.toml: key `limits.header_timeout`:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<RawConfig>("rooot = \"/srv\"\n").is_err());
+        assert!(toml::from_str::<RawConfig>("[limits]\nheader_byts = 1\n").is_err());
+    }
+}

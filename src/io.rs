@@ -1,0 +1,328 @@
+//! The IO type hyper writes to: a `TcpStream` wrapper that turns writes of mapped file slices into
+//! sendfile(2) and everything else into one sendmsg(2) (with MSG_MORE when file data follows), and
+//! that enforces the read-side deadlines (keep-alive idle, request-head timeout).
+//!
+//! hyper is configured with `writev(true)`, so it never copies body `Buf`s: it hands us `IoSlice`s
+//! of the head and of each queued body chunk. A slice that lies inside a mapping registered by a
+//! live [`crate::body::FileBuf`] of this connection is recognised by its address and sent from the
+//! file's page cache. We return exactly what the kernel accepted, so hyper's accounting stays
+//! right on partial writes. See docs/architecture.md and ../shared/research/sendfile-design.md.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use smallvec::SmallVec;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
+
+use crate::fs::OpenFile;
+use crate::server::Worker;
+use crate::stats::WorkerStats;
+
+/// Where a connection is in its request cycle, which decides the read deadline.
+#[derive(Clone, Copy, Debug)]
+pub enum Phase {
+    /// Waiting for the first byte of a request; closed at `deadline` (keep-alive idle timeout,
+    /// or the header timeout for a fresh connection).
+    Idle { deadline: Instant },
+    /// Part of a request head has arrived; the whole head must arrive by `deadline`.
+    Head { deadline: Instant },
+    /// A request is being answered: no read deadline.
+    Busy,
+}
+
+/// Mappings of the files whose bodies are queued on this connection, so the IO layer can tell
+/// which file and offset a slice stands for. Usually zero or one entry.
+#[derive(Default)]
+pub struct Registry {
+    entries: SmallVec<[(Arc<OpenFile>, u32); 2]>,
+}
+
+impl Registry {
+    /// A body chunk of `file` was created.
+    pub fn register(&mut self, file: &Arc<OpenFile>) {
+        if let Some(e) = self.entries.iter_mut().find(|(f, _)| Arc::ptr_eq(f, file)) {
+            e.1 += 1;
+        } else {
+            self.entries.push((file.clone(), 1));
+        }
+    }
+
+    /// A body chunk of `file` was dropped.
+    pub fn unregister(&mut self, file: &Arc<OpenFile>) {
+        if let Some(i) = self.entries.iter().position(|(f, _)| Arc::ptr_eq(f, file)) {
+            self.entries[i].1 -= 1;
+            if self.entries[i].1 == 0 {
+                self.entries.swap_remove(i);
+            }
+        }
+    }
+
+    /// The file and offset a slice stands for, if it lies wholly inside a registered mapping.
+    fn lookup(&self, slice: &[u8]) -> Option<(&Arc<OpenFile>, usize)> {
+        let start = slice.as_ptr() as usize;
+        let end = start + slice.len();
+        self.entries.iter().find_map(|(file, _)| {
+            let map = file.map.as_ref()?;
+            let base = map.base();
+            (start >= base && end <= base + map.len()).then(|| (file, start - base))
+        })
+    }
+}
+
+/// State shared by a connection's IO wrapper, its service and its response bodies. Single-threaded
+/// (the connection lives on one worker), hence `Cell`/`RefCell`.
+pub struct ConnShared {
+    pub registry: RefCell<Registry>,
+    pub phase: Cell<Phase>,
+    pub worker: std::rc::Rc<Worker>,
+}
+
+impl ConnShared {
+    /// A request is being served.
+    pub fn set_busy(&self) {
+        self.phase.set(Phase::Busy);
+    }
+
+    /// The response finished: the next request must begin within the keep-alive timeout.
+    pub fn set_idle(&self) {
+        let deadline = Instant::now() + self.worker.config.limits.keepalive_timeout;
+        self.phase.set(Phase::Idle { deadline });
+    }
+}
+
+/// The IO object handed to hyper (through `TokioIo`).
+pub struct SendfileIo {
+    tcp: TcpStream,
+    conn: std::rc::Rc<ConnShared>,
+    deadline_timer: Option<Pin<Box<Sleep>>>,
+    /// A cold-file readahead running on the blocking pool, and the (offset, len) it covers.
+    prefetch: Option<(JoinHandle<()>, usize, usize)>,
+}
+
+impl SendfileIo {
+    /// Wrap an accepted connection. The first request must start within the header timeout.
+    pub fn new(tcp: TcpStream, conn: std::rc::Rc<ConnShared>) -> Self {
+        let deadline = Instant::now() + conn.worker.config.limits.header_timeout;
+        conn.phase.set(Phase::Idle { deadline });
+        SendfileIo {
+            tcp,
+            conn,
+            deadline_timer: None,
+            prefetch: None,
+        }
+    }
+
+    fn stats(&self) -> &WorkerStats {
+        self.conn.worker.stats()
+    }
+
+    /// Poll the deadline timer; Ready(()) once `deadline` has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let timer = self
+            .deadline_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
+
+    /// Run a non-blocking socket write under tokio's readiness model: wait for writability, try,
+    /// and on EAGAIN let tokio clear readiness and wait again. EINTR is retried.
+    fn poll_io<F>(&self, cx: &mut Context<'_>, mut op: F) -> Poll<io::Result<usize>>
+    where
+        F: FnMut() -> io::Result<usize>,
+    {
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            match self.tcp.try_io(Interest::WRITABLE, &mut op) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    continue
+                }
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    /// Send part of a mapped slice: `len` bytes of `file` from `offset`.
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: Arc<OpenFile>,
+        offset: usize,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        let worker = self.conn.worker.clone();
+        let chunk = len.min(worker.config.socket.sendfile_max_chunk);
+
+        // Cold pages: read them in on the blocking pool first, so sendfile does not stall every
+        // other connection of this worker on a disk read.
+        if let Some((handle, _, _)) = &mut self.prefetch {
+            let _ = ready!(Pin::new(handle).poll(cx));
+            self.prefetch = None;
+        } else if file.len >= worker.config.socket.cold_check_min {
+            if !file
+                .map
+                .as_ref()
+                .is_none_or(|m| m.is_resident(offset, chunk))
+            {
+                WorkerStats::add(&self.stats().cold_prefetches, 1);
+                let f = file.clone();
+                let handle = tokio::task::spawn_blocking(move || {
+                    let _ = crate::sys::readahead(&f.file, offset as u64, chunk);
+                });
+                self.prefetch = Some((handle, offset, chunk));
+                let (handle, _, _) = self.prefetch.as_mut().expect("just set");
+                let _ = ready!(Pin::new(handle).poll(cx));
+                self.prefetch = None;
+            }
+        }
+
+        let sock = self.tcp.as_fd();
+        let res = ready!(self.poll_io(cx, || crate::sys::sendfile(
+            sock,
+            file.file.as_fd(),
+            offset as u64,
+            chunk
+        )));
+        match res {
+            Ok(0) => {
+                WorkerStats::add(&self.stats().truncated_aborts, 1);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while it was being sent",
+                )))
+            }
+            Ok(n) => {
+                let s = self.stats();
+                WorkerStats::add(&s.sendfile_bytes, n as u64);
+                WorkerStats::add(&s.sendfile_calls, 1);
+                Poll::Ready(Ok(n))
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) =>
+            {
+                // This file cannot be spliced (an unusual file system): let the kernel copy from
+                // the mapping instead. A truncated page gives EFAULT, never SIGBUS.
+                let map = file.map.as_ref().expect("registered files are mapped");
+                let slice = map.token_slice(offset, offset + chunk);
+                let n = ready!(self.poll_io(cx, || crate::sys::send_vectored(
+                    sock,
+                    &[IoSlice::new(slice)],
+                    false
+                )))?;
+                WorkerStats::add(&self.stats().copied_bytes, n as u64);
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncRead for SendfileIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let phase = this.conn.phase.get();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.tcp).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    if let Phase::Idle { .. } = phase {
+                        let deadline =
+                            Instant::now() + this.conn.worker.config.limits.header_timeout;
+                        this.conn.phase.set(Phase::Head { deadline });
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let deadline = match phase {
+                    Phase::Idle { deadline } | Phase::Head { deadline } => deadline,
+                    Phase::Busy => return Poll::Pending,
+                };
+                if this.poll_deadline(cx, deadline).is_ready() {
+                    let what = if matches!(phase, Phase::Head { .. }) {
+                        "request head timeout"
+                    } else {
+                        "idle timeout"
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SendfileIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
+            return Poll::Ready(Ok(0));
+        };
+        let mapped = this
+            .conn
+            .registry
+            .borrow()
+            .lookup(&bufs[first])
+            .map(|(f, off)| (f.clone(), off));
+        if let Some((file, offset)) = mapped {
+            return this.poll_send_file(cx, file, offset, bufs[first].len());
+        }
+        // A run of ordinary slices (head, chunk sizes, multipart boundaries): one sendmsg. If a
+        // mapped slice follows, MSG_MORE keeps the kernel from sending the head on its own.
+        let registry = this.conn.registry.borrow();
+        let mut end = first + 1;
+        while end < bufs.len() && (bufs[end].is_empty() || registry.lookup(&bufs[end]).is_none()) {
+            end += 1;
+        }
+        drop(registry);
+        let more = end < bufs.len();
+        let sock = this.tcp.as_fd();
+        let run = &bufs[first..end];
+        this.poll_io(cx, || crate::sys::send_vectored(sock, run, more))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,372 @@
+//! Thread-per-core workers. Each worker is an OS thread running a current-thread tokio runtime
+//! with its own SO_REUSEPORT listeners, its own open-file cache and its own counters block, so the
+//! request path takes no lock and shares no cache line with other workers.
+//!
+//! Shutdown: [`RunningServer::shutdown`] stops every accept loop, asks each open connection to
+//! finish its in-flight response (hyper's graceful shutdown), and waits up to the configured
+//! drain deadline before the worker threads return.
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::LocalSet;
+
+use crate::config::Config;
+use crate::fs::cache::{Cached, FileCache};
+use crate::fs::{self, OpenError, OpenFile};
+use crate::io::{ConnShared, Phase, Registry, SendfileIo};
+use crate::service::FileService;
+use crate::stats::{Snapshot, Stats, WorkerStats};
+
+/// Everything one worker thread owns.
+pub struct Worker {
+    pub id: usize,
+    pub config: Arc<Config>,
+    root: Arc<File>,
+    stats: Stats,
+    cache: RefCell<FileCache>,
+    /// Reused for every request's normalised path, so path handling does not allocate.
+    pub scratch_path: RefCell<String>,
+    cache_rules: Arc<CacheRules>,
+    boundary_seed: u64,
+    boundary_counter: Cell<u64>,
+    http: http1::Builder,
+    open_connections: Cell<usize>,
+}
+
+/// Cache-Control rules compiled once.
+struct CacheRules {
+    globs: GlobSet,
+    values: Vec<HeaderValue>,
+}
+
+impl Worker {
+    /// This worker's counters.
+    pub fn stats(&self) -> &WorkerStats {
+        self.stats.worker(self.id)
+    }
+
+    /// Open `rel` (normalised) through the open-file cache.
+    pub fn open(&self, rel: &str) -> Result<Arc<OpenFile>, OpenError> {
+        let now = Instant::now();
+        let mut cache = self.cache.borrow_mut();
+        let stale = match cache.get(rel, now) {
+            Cached::Hit(f) => return Ok(f),
+            Cached::Stale(_) => true,
+            Cached::Miss => false,
+        };
+        let (file, meta) = match fs::open(&self.root, rel, self.config.symlinks) {
+            Ok(x) => x,
+            Err(e) => {
+                if stale {
+                    cache.remove(rel);
+                }
+                return Err(e);
+            }
+        };
+        if stale {
+            if let Some(same) = cache.revalidate(rel, &meta, now) {
+                return Ok(same);
+            }
+        }
+        let entry = Arc::new(fs::describe(file, &meta, rel, self.cache_control_for(rel)));
+        cache.insert(rel, entry.clone(), now);
+        Ok(entry)
+    }
+
+    fn cache_control_for(&self, rel: &str) -> Option<HeaderValue> {
+        if self.cache_rules.values.is_empty() {
+            return None;
+        }
+        let path = format!("/{rel}");
+        let first = self.cache_rules.globs.matches(&path).into_iter().min()?;
+        Some(self.cache_rules.values[first].clone())
+    }
+
+    /// A multipart boundary that will not repeat on this server: a per-worker random seed and a
+    /// counter.
+    pub fn next_boundary(&self) -> String {
+        let n = self.boundary_counter.get().wrapping_add(1);
+        self.boundary_counter.set(n);
+        format!("sendfiled-{:016x}{:08x}", self.boundary_seed, n)
+    }
+
+    /// (hits, misses) of this worker's open-file cache.
+    pub fn cache_counters(&self) -> (u64, u64) {
+        self.cache.borrow().counters()
+    }
+}
+
+/// A started server: its bound addresses, counters, and the handle to stop it.
+pub struct RunningServer {
+    addrs: Vec<SocketAddr>,
+    stats: Stats,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The sum of all workers' counters now.
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stop accepting, let in-flight responses finish (up to the drain deadline), and wait for
+    /// every worker to exit.
+    pub fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Bind the listeners and start the workers. Errors (root, listen addresses) come back before
+/// any worker runs.
+pub fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let config = Arc::new(config);
+    let root = Arc::new(
+        File::open(&config.root)
+            .map_err(|e| anyhow::anyhow!("root {}: {e}", config.root.display()))?,
+    );
+    let rules = compile_rules(&config)?;
+    let (listeners, addrs) =
+        crate::listen::bind_all(&config.listen, config.workers, &config.socket)?;
+    let stats = Stats::new(config.workers);
+    let (tx, rx) = watch::channel(false);
+    let seed = boundary_seed();
+
+    let mut threads = Vec::with_capacity(config.workers);
+    for (id, listeners) in listeners.into_iter().enumerate() {
+        let (config, root, stats, rules, rx) = (
+            config.clone(),
+            root.clone(),
+            stats.clone(),
+            rules.clone(),
+            rx.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("sendfiled-w{id}"))
+            .spawn(move || {
+                let worker = Worker::new(
+                    id,
+                    config,
+                    root,
+                    stats,
+                    rules,
+                    seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
+                if let Err(e) = run_worker(worker, listeners, rx) {
+                    tracing::error!(worker = id, error = %e, "worker failed");
+                }
+            })?;
+        threads.push(thread);
+    }
+    for a in &addrs {
+        tracing::info!("listening on {a}");
+    }
+    Ok(RunningServer {
+        addrs,
+        stats,
+        shutdown: tx,
+        threads,
+    })
+}
+
+impl Worker {
+    fn new(
+        id: usize,
+        config: Arc<Config>,
+        root: Arc<File>,
+        stats: Stats,
+        cache_rules: Arc<CacheRules>,
+        seed: u64,
+    ) -> Worker {
+        let mut http = http1::Builder::new();
+        // Queue strategy: hyper hands us body Bufs as IoSlices without copying (sendfile needs it).
+        // Never pipeline_flush: it would force the flattening strategy that copies bodies.
+        http.writev(true)
+            .keep_alive(true)
+            .half_close(false)
+            .max_header_size(config.limits.header_bytes)
+            // Our IO layer enforces head and idle timeouts with keep-alive awareness.
+            .header_read_timeout(None);
+        if config.limits.max_headers != crate::config::defaults::MAX_HEADERS {
+            http.max_headers(config.limits.max_headers);
+        }
+        let c = &config.open_file_cache;
+        Worker {
+            id,
+            cache: RefCell::new(FileCache::new(c.entries, c.mapped_bytes, c.valid)),
+            config,
+            root,
+            stats,
+            scratch_path: RefCell::new(String::with_capacity(256)),
+            cache_rules,
+            boundary_seed: seed,
+            boundary_counter: Cell::new(0),
+            http,
+            open_connections: Cell::new(0),
+        }
+    }
+}
+
+fn compile_rules(config: &Config) -> anyhow::Result<Arc<CacheRules>> {
+    let mut set = GlobSetBuilder::new();
+    let mut values = Vec::new();
+    for rule in &config.cache_control {
+        set.add(
+            GlobBuilder::new(&rule.path)
+                .literal_separator(true)
+                .build()?,
+        );
+        values.push(HeaderValue::from_str(&rule.value)?);
+    }
+    Ok(Arc::new(CacheRules {
+        globs: set.build()?,
+        values,
+    }))
+}
+
+fn boundary_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+fn run_worker(
+    worker: Worker,
+    listeners: Vec<std::net::TcpListener>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .thread_name(format!("sendfiled-w{}-blocking", worker.id))
+        .build()?;
+    let local = LocalSet::new();
+    let drain = worker.config.limits.shutdown_timeout;
+    let worker = Rc::new(worker);
+    local.block_on(&rt, async move {
+        for l in listeners {
+            let listener = TcpListener::from_std(l)?;
+            tokio::task::spawn_local(accept_loop(listener, worker.clone(), shutdown.clone()));
+        }
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        // Accept loops have stopped; connections are finishing their responses.
+        let deadline = tokio::time::Instant::now() + drain;
+        while worker.open_connections.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    worker: Rc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut fd_exhaustion_logged = false;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                fd_exhaustion_logged = false;
+                tokio::task::spawn_local(serve_connection(
+                    tcp,
+                    peer,
+                    worker.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                // Out of descriptors or memory: the pending connection stays queued. Back off
+                // instead of spinning on a listener that stays readable; log once per episode.
+                if !fd_exhaustion_logged {
+                    tracing::warn!(error = %e, "accept failed, backing off");
+                    fd_exhaustion_logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "accept failed"),
+        }
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenGuard(Rc<Worker>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0
+            .open_connections
+            .set(self.0.open_connections.get() - 1);
+        self.0
+            .stats()
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    worker
+        .open_connections
+        .set(worker.open_connections.get() + 1);
+    WorkerStats::add(&worker.stats().connections, 1);
+    WorkerStats::add(&worker.stats().open_connections, 1);
+    let _open = OpenGuard(worker.clone());
+    // Small responses must not wait for Nagle; file data is already sent in large segments.
+    let _ = tcp.set_nodelay(true);
+    if let Some(bytes) = worker.config.socket.send_buffer {
+        let _ = crate::sys::set_send_buffer(&tcp, bytes);
+    }
+    let conn = Rc::new(ConnShared {
+        registry: RefCell::new(Registry::default()),
+        phase: Cell::new(Phase::Busy),
+        worker: worker.clone(),
+    });
+    let io = TokioIo::new(SendfileIo::new(tcp, conn.clone()));
+    let connection = worker.http.serve_connection(io, FileService::new(conn));
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = shutdown.wait_for(|stop| *stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+    }
+}

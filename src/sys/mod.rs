@@ -1,0 +1,44 @@
+//! The only module allowed to use `unsafe`: thin, documented wrappers around the Linux syscalls the
+//! server needs and that std, tokio and socket2 do not expose (sendfile, sendmsg with MSG_MORE, mmap,
+//! mincore, readahead, openat2, a few socket options and rlimits).
+//!
+//! Every wrapper takes borrowed file descriptors (`BorrowedFd`/`AsFd`), checks the return value and
+//! turns `-1` into `io::Error::last_os_error()`. Nothing here knows about HTTP.
+#![allow(unsafe_code)]
+
+mod mmap;
+mod net;
+mod open;
+
+pub use mmap::Mapping;
+pub use net::{
+    raise_nofile_limit, send_vectored, sendfile, set_defer_accept, set_fastopen, set_send_buffer,
+};
+pub use open::{open_beneath, SymlinkRule};
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+
+/// Ask the kernel to read `[offset, offset + len)` of `file` into the page cache, blocking until it
+/// is read. Runs on a blocking-pool thread, never on an IO worker.
+pub fn readahead(file: &impl AsFd, offset: u64, len: usize) -> io::Result<()> {
+    // SAFETY: readahead only reads the descriptor, which `file` keeps open for the call; it has no
+    // pointer arguments.
+    let rc = unsafe { libc::readahead(file.as_fd().as_raw_fd(), offset as libc::off64_t, len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Drop the clean page-cache pages of `file` (POSIX_FADV_DONTNEED). Used by the cold-file test and
+/// benchmark to make a file cold on purpose.
+pub fn evict_page_cache(file: &impl AsFd) -> io::Result<()> {
+    // SAFETY: posix_fadvise takes a descriptor kept open by `file` and plain integers.
+    let rc =
+        unsafe { libc::posix_fadvise(file.as_fd().as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
