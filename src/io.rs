@@ -14,7 +14,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -25,6 +25,9 @@ use tokio::time::{Instant, Sleep};
 use crate::fs::OpenFile;
 use crate::server::Worker;
 use crate::stats::WorkerStats;
+
+/// How many sendfile chunks one cold-file readahead covers.
+const READAHEAD_CHUNKS: usize = 4;
 
 /// Where a connection is in its request cycle, which decides the read deadline.
 #[derive(Clone, Copy, Debug)]
@@ -83,6 +86,9 @@ pub struct ConnShared {
     pub registry: RefCell<Registry>,
     pub phase: Cell<Phase>,
     pub worker: std::rc::Rc<Worker>,
+    /// The waker of a read that went pending while the connection was busy. hyper does not poll
+    /// reads again on its own once a response ends, so going idle wakes it to arm the deadline.
+    pub read_waker: RefCell<Option<Waker>>,
 }
 
 impl ConnShared {
@@ -95,6 +101,19 @@ impl ConnShared {
     pub fn set_idle(&self) {
         let deadline = Instant::now() + self.worker.config.limits.keepalive_timeout;
         self.phase.set(Phase::Idle { deadline });
+        if let Some(w) = self.read_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// A fresh connection's shared state.
+    pub fn new(worker: std::rc::Rc<Worker>) -> Self {
+        ConnShared {
+            registry: RefCell::new(Registry::default()),
+            phase: Cell::new(Phase::Busy),
+            worker,
+            read_waker: RefCell::new(None),
+        }
     }
 }
 
@@ -103,8 +122,8 @@ pub struct SendfileIo {
     tcp: TcpStream,
     conn: std::rc::Rc<ConnShared>,
     deadline_timer: Option<Pin<Box<Sleep>>>,
-    /// A cold-file readahead running on the blocking pool, and the (offset, len) it covers.
-    prefetch: Option<(JoinHandle<()>, usize, usize)>,
+    /// A cold-file readahead running on the blocking pool.
+    prefetch: Option<JoinHandle<()>>,
 }
 
 impl SendfileIo {
@@ -167,26 +186,25 @@ impl SendfileIo {
         let chunk = len.min(worker.config.socket.sendfile_max_chunk);
 
         // Cold pages: read them in on the blocking pool first, so sendfile does not stall every
-        // other connection of this worker on a disk read.
-        if let Some((handle, _, _)) = &mut self.prefetch {
-            let _ = ready!(Pin::new(handle).poll(cx));
-            self.prefetch = None;
-        } else if file.len >= worker.config.socket.cold_check_min {
-            if !file
+        // other connection of this worker on a disk read. The readahead covers a few chunks so
+        // that a cold stream pays one blocking-pool round trip per READAHEAD_CHUNKS chunks.
+        if self.prefetch.is_none()
+            && file.len >= worker.config.socket.cold_check_min
+            && file
                 .map
                 .as_ref()
-                .is_none_or(|m| m.is_resident(offset, chunk))
-            {
-                WorkerStats::add(&self.stats().cold_prefetches, 1);
-                let f = file.clone();
-                let handle = tokio::task::spawn_blocking(move || {
-                    let _ = crate::sys::readahead(&f.file, offset as u64, chunk);
-                });
-                self.prefetch = Some((handle, offset, chunk));
-                let (handle, _, _) = self.prefetch.as_mut().expect("just set");
-                let _ = ready!(Pin::new(handle).poll(cx));
-                self.prefetch = None;
-            }
+                .is_some_and(|m| !m.is_resident(offset, chunk))
+        {
+            WorkerStats::add(&self.stats().cold_prefetches, 1);
+            let ahead = (chunk * READAHEAD_CHUNKS).min(file.len as usize - offset);
+            let f = file.clone();
+            self.prefetch = Some(tokio::task::spawn_blocking(move || {
+                let _ = crate::sys::readahead(&f.file, offset as u64, ahead);
+            }));
+        }
+        if let Some(handle) = &mut self.prefetch {
+            let _ = ready!(Pin::new(handle).poll(cx));
+            self.prefetch = None;
         }
 
         let sock = self.tcp.as_fd();
@@ -257,7 +275,13 @@ impl AsyncRead for SendfileIo {
             Poll::Pending => {
                 let deadline = match phase {
                     Phase::Idle { deadline } | Phase::Head { deadline } => deadline,
-                    Phase::Busy => return Poll::Pending,
+                    Phase::Busy => {
+                        let mut slot = this.conn.read_waker.borrow_mut();
+                        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            *slot = Some(cx.waker().clone());
+                        }
+                        return Poll::Pending;
+                    }
                 };
                 if this.poll_deadline(cx, deadline).is_ready() {
                     let what = if matches!(phase, Phase::Head { .. }) {

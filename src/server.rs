@@ -24,7 +24,7 @@ use tokio::task::LocalSet;
 use crate::config::Config;
 use crate::fs::cache::{Cached, FileCache};
 use crate::fs::{self, OpenError, OpenFile};
-use crate::io::{ConnShared, Phase, Registry, SendfileIo};
+use crate::io::{ConnShared, SendfileIo};
 use crate::service::FileService;
 use crate::stats::{Snapshot, Stats, WorkerStats};
 
@@ -351,11 +351,7 @@ async fn serve_connection(
     if let Some(bytes) = worker.config.socket.send_buffer {
         let _ = crate::sys::set_send_buffer(&tcp, bytes);
     }
-    let conn = Rc::new(ConnShared {
-        registry: RefCell::new(Registry::default()),
-        phase: Cell::new(Phase::Busy),
-        worker: worker.clone(),
-    });
+    let conn = Rc::new(ConnShared::new(worker.clone()));
     let io = TokioIo::new(SendfileIo::new(tcp, conn.clone()));
     let connection = worker.http.serve_connection(io, FileService::new(conn));
     tokio::pin!(connection);

@@ -1,1 +1,22 @@
+//! One integration-test binary (one link step). Every test talks to a real server over real
+//! sockets on 127.0.0.1: raw bytes over TcpStream for wire checks, curl where a real client's
+//! behaviour is the point.
 
+mod support;
+
+/// Start-up, config errors and `check-config`, through the real binary.
+mod cli;
+/// Conditional requests: 304, 412, their headers and their precedence.
+mod conditional;
+/// Directories, index files, redirects, dotfiles, downloads, Cache-Control.
+mod files;
+/// Request and connection limits: 414, 431, slowloris, idle keep-alive, clients that leave.
+mod limits;
+/// Methods, Host, HEAD parity, pipelining, error bodies.
+mod protocol;
+/// Range requests: single, multipart, 416, If-Range, curl resume.
+mod ranges;
+/// Traversal spellings and symlinks: nothing outside the root is served.
+mod traversal;
+/// The zero-copy engine: sendfile counters, big and sparse files, truncation, slow readers.
+mod zero_copy;

@@ -1,0 +1,314 @@
+//! Test fixtures: a temporary tree to serve, a server started in-process on 127.0.0.1:0, a raw
+//! HTTP/1.1 client over `TcpStream` that parses exactly what came over the wire, and helpers to
+//! run the real binary and curl.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sendfiled::config::{Config, Overrides, RawConfig};
+use sendfiled::RunningServer;
+
+/// A temporary directory with a `root/` to serve and room beside it for things outside the root.
+pub struct Tree {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        Tree { dir }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Write `bytes` at `rel` under the root, creating directories.
+    pub fn file(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    pub fn mkdir(&self, rel: &str) {
+        std::fs::create_dir_all(self.root().join(rel)).unwrap();
+    }
+
+    /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+    pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+}
+
+/// A server running in this process; stopped on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    inner: Option<RunningServer>,
+}
+
+impl Server {
+    /// Serve `root` with the extra TOML `config` (root and listen are set here).
+    pub fn start(root: &Path, config: &str) -> Server {
+        let raw: RawConfig = toml::from_str(config).expect("test config parses");
+        let overrides = Overrides {
+            root: Some(root.to_path_buf()),
+            listen: vec!["127.0.0.1:0".into()],
+            workers: Some(raw.workers.unwrap_or(1)),
+        };
+        let config = Config::from_raw(raw, None, &overrides).expect("test config is valid");
+        let inner = sendfiled::start(config).expect("server starts");
+        Server {
+            addr: inner.local_addrs()[0],
+            inner: Some(inner),
+        }
+    }
+
+    pub fn stats(&self) -> sendfiled::stats::Snapshot {
+        self.inner.as_ref().unwrap().stats()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// Send `raw` on a new connection and read one response.
+    pub fn raw(&self, raw: &str) -> Response {
+        let mut s = self.connect();
+        s.write_all(raw.as_bytes()).unwrap();
+        read_response(&mut s, raw.starts_with("HEAD ")).expect("a response")
+    }
+
+    /// GET `path` with extra header lines (each "Name: value").
+    pub fn get(&self, path: &str, headers: &[&str]) -> Response {
+        self.request("GET", path, headers)
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[&str]) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        self.raw(&req)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.inner.take() {
+            s.shutdown();
+        }
+    }
+}
+
+/// One parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(|v| v[0].as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Read one response from `s`: the head, then exactly Content-Length bytes (none for HEAD, 204
+/// and 304). `None` if the connection closed before a head arrived.
+pub fn read_response(s: &mut impl Read, head_only: bool) -> Option<Response> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(0) | Err(_) if head.is_empty() => return None,
+            Ok(0) => panic!(
+                "connection closed inside a response head: {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+            Ok(_) => head.push(byte[0]),
+            Err(e) => panic!("read error inside a head: {e}"),
+        }
+    }
+    let text = String::from_utf8(head).expect("head is UTF-8 in tests");
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (k, v) = line.split_once(':').unwrap();
+        headers
+            .entry(k.trim().to_ascii_lowercase())
+            .or_default()
+            .push(v.trim().to_string());
+    }
+    let len = if head_only || status == 304 || status == 204 {
+        0
+    } else {
+        headers
+            .get("content-length")
+            .map_or(0, |v| v[0].parse::<usize>().unwrap())
+    };
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("the whole body");
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Whether the peer has closed `s` (reads EOF or reset within `secs`).
+pub fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// The path of the built binary.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sendfiled")
+}
+
+/// Run curl with `args`; returns (exit status success, stdout, stderr).
+pub fn curl(args: &[&str]) -> (bool, Vec<u8>, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-S"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The real binary running as its own process (for exit codes, signals and /proc checks).
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Spawned {
+    /// Start `sendfiled serve` with `args` plus `--listen 127.0.0.1:0` and wait for its address.
+    pub fn serve(args: &[&str]) -> Spawned {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(binary())
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(a) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(a.trim().parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("server did not report its address: {}", log.lock().unwrap())
+            });
+        Spawned { child, addr, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Open descriptors of the server process.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// Send SIGTERM and wait for the exit status (at most `secs`).
+    pub fn terminate(mut self, secs: u64) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "server did not exit within {secs}s after SIGTERM: {}",
+                    self.log.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
