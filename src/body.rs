@@ -1,6 +1,6 @@
 //! Response bodies as one type. A file range is a [`FileBuf`]: a `Buf` whose bytes are a slice of
 //! the file's mapping, which the IO layer recognises and sends by sendfile(2). Small in-memory
-//! bytes (error pages, multipart boundaries) are plain `Bytes`. Files that could not be mapped
+//! bytes (error pages) are `Bytes`; multipart heads live in pooled buffers. Files that could not be mapped
 //! take a copying fallback that preads into a buffer.
 //!
 //! Every body knows its exact length up front, so hyper always sends Content-Length. Dropping a
@@ -19,6 +19,7 @@ use http_body::{Frame, SizeHint};
 use crate::fs::OpenFile;
 use crate::http::range::ByteRange;
 use crate::io::ConnShared;
+use crate::pool::{self, PooledBuf, PooledSlice};
 use crate::stats::WorkerStats;
 
 /// A response body.
@@ -92,32 +93,47 @@ impl Body {
         Body::new(Kind::File(Some(buf)), conn)
     }
 
-    /// multipart/byteranges of several ranges, `boundary` without the leading dashes.
+    /// multipart/byteranges of several ranges, `boundary` without the leading dashes. Every part
+    /// head and the closing delimiter are written into one pooled buffer; the parts' data are file
+    /// ranges sent by sendfile like any other.
     pub fn multipart(
         file: &Arc<OpenFile>,
         ranges: &[ByteRange],
         boundary: &str,
         conn: &Rc<ConnShared>,
     ) -> Body {
-        let mut heads = Vec::with_capacity(ranges.len());
-        let mut total = 0u64;
+        use std::fmt::Write;
         let ct = file
             .content_type
             .to_str()
             .unwrap_or("application/octet-stream");
+        let mut text = PooledBuf::with_capacity(
+            ranges.len() * (boundary.len() + ct.len() + 80) + boundary.len() + 8,
+        );
+        let mut ends = smallvec::SmallVec::<[usize; 16]>::new();
+        let mut total = 0u64;
         for r in ranges {
-            let head = format!(
+            let _ = write!(
+                text,
                 "\r\n--{boundary}\r\nContent-Type: {ct}\r\nContent-Range: bytes {}-{}/{}\r\n\r\n",
                 r.first, r.last, file.len
             );
-            total += head.len() as u64 + r.len();
-            heads.push(Bytes::from(head));
+            ends.push(text.len());
+            total += r.len();
         }
-        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-        total += tail.len() as u64;
+        let _ = write!(text, "\r\n--{boundary}--\r\n");
+        total += text.len() as u64;
+        let text = text.share();
+        let mut heads = smallvec::SmallVec::new();
+        let mut start = 0;
+        for end in ends {
+            heads.push(PooledSlice::new(text.clone(), start, end));
+            start = end;
+        }
+        let tail = PooledSlice::new(text.clone(), start, text.len());
         let parts = Multipart {
             file: file.clone(),
-            ranges: ranges.to_vec(),
+            ranges: ranges.iter().copied().collect(),
             heads,
             tail: Some(tail),
             next: 0,
@@ -188,6 +204,7 @@ impl http_body::Body for Body {
 /// One frame of a body.
 pub enum Chunk {
     Bytes(Bytes),
+    Pooled(PooledSlice),
     File(FileBuf),
 }
 
@@ -195,6 +212,7 @@ impl Buf for Chunk {
     fn remaining(&self) -> usize {
         match self {
             Chunk::Bytes(b) => b.remaining(),
+            Chunk::Pooled(p) => p.remaining(),
             Chunk::File(f) => f.remaining(),
         }
     }
@@ -202,6 +220,7 @@ impl Buf for Chunk {
     fn chunk(&self) -> &[u8] {
         match self {
             Chunk::Bytes(b) => b.chunk(),
+            Chunk::Pooled(p) => p.chunk(),
             Chunk::File(f) => f.chunk(),
         }
     }
@@ -209,6 +228,7 @@ impl Buf for Chunk {
     fn advance(&mut self, n: usize) {
         match self {
             Chunk::Bytes(b) => b.advance(n),
+            Chunk::Pooled(p) => p.advance(n),
             Chunk::File(f) => f.advance(n),
         }
     }
@@ -266,9 +286,9 @@ impl Buf for FileBuf {
 
 struct Multipart {
     file: Arc<OpenFile>,
-    ranges: Vec<ByteRange>,
-    heads: Vec<Bytes>,
-    tail: Option<Bytes>,
+    ranges: smallvec::SmallVec<[ByteRange; 16]>,
+    heads: smallvec::SmallVec<[PooledSlice; 16]>,
+    tail: Option<PooledSlice>,
     next: usize,
     head_sent: bool,
     remaining: u64,
@@ -280,7 +300,7 @@ impl Multipart {
         let chunk = if self.next < self.ranges.len() {
             if !self.head_sent {
                 self.head_sent = true;
-                Chunk::Bytes(self.heads[self.next].clone())
+                Chunk::Pooled(self.heads[self.next].clone())
             } else {
                 let r = self.ranges[self.next];
                 self.next += 1;
@@ -295,6 +315,7 @@ impl Multipart {
                 } else {
                     let mut buf = vec![0u8; r.len() as usize];
                     if self.file.file.read_exact_at(&mut buf, r.first).is_err() {
+                        // The file shrank: end the body early; hyper aborts the response.
                         return None;
                     }
                     WorkerStats::add(&self.conn.worker.stats().copied_bytes, r.len());
@@ -302,14 +323,14 @@ impl Multipart {
                 }
             }
         } else {
-            Chunk::Bytes(self.tail.take()?)
+            Chunk::Pooled(self.tail.take()?)
         };
         self.remaining -= chunk.remaining() as u64;
         Some(chunk)
     }
 }
 
-/// The copying fallback for files the kernel would not map: pread into a buffer, 64 KiB at a time.
+/// The copying fallback for files the kernel would not map: pread into pooled 64 KiB buffers.
 struct CopyBody {
     file: Arc<OpenFile>,
     pos: u64,
@@ -318,24 +339,26 @@ struct CopyBody {
 }
 
 impl CopyBody {
-    const CHUNK: u64 = 64 * 1024;
-
     fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
         if self.pos >= self.end {
             return Ok(None);
         }
-        let n = (self.end - self.pos).min(Self::CHUNK) as usize;
-        let mut buf = vec![0u8; n];
-        let got = self.file.file.read_at(&mut buf, self.pos)?;
+        let n = (self.end - self.pos).min(pool::LARGE as u64) as usize;
+        let mut buf = PooledBuf::with_capacity(n);
+        let v = buf.vec_mut();
+        v.resize(n, 0);
+        let got = self.file.file.read_at(v, self.pos)?;
         if got == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "file shrank while it was being sent",
             ));
         }
-        buf.truncate(got);
+        v.truncate(got);
         self.pos += got as u64;
         WorkerStats::add(&self.conn.worker.stats().copied_bytes, got as u64);
-        Ok(Some(Chunk::Bytes(Bytes::from(buf))))
+        let shared = buf.share();
+        let len = shared.len();
+        Ok(Some(Chunk::Pooled(PooledSlice::new(shared, 0, len))))
     }
 }

@@ -19,6 +19,7 @@ pub mod fs;
 pub mod http;
 pub mod io;
 pub mod listen;
+pub mod pool;
 pub mod server;
 pub mod service;
 pub mod stats;

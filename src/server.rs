@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +27,9 @@ use crate::fs::{self, OpenError, OpenFile};
 use crate::io::{ConnShared, SendfileIo};
 use crate::service::FileService;
 use crate::stats::{Snapshot, Stats, WorkerStats};
+
+/// Recycled header maps kept per worker.
+const SPARE_HEADER_MAPS: usize = 64;
 
 /// Everything one worker thread owns.
 pub struct Worker {
@@ -42,6 +45,7 @@ pub struct Worker {
     boundary_counter: Cell<u64>,
     http: http1::Builder,
     open_connections: Cell<usize>,
+    spare_header_maps: RefCell<Vec<HeaderMap>>,
 }
 
 /// Cache-Control rules compiled once.
@@ -60,25 +64,23 @@ impl Worker {
     pub fn open(&self, rel: &str) -> Result<Arc<OpenFile>, OpenError> {
         let now = Instant::now();
         let mut cache = self.cache.borrow_mut();
-        let stale = match cache.get(rel, now) {
+        match cache.get(rel, now) {
             Cached::Hit(f) => return Ok(f),
-            Cached::Stale(_) => true,
-            Cached::Miss => false,
-        };
-        let (file, meta) = match fs::open(&self.root, rel, self.config.symlinks) {
-            Ok(x) => x,
-            Err(e) => {
-                if stale {
-                    cache.remove(rel);
+            Cached::Stale(_) => {
+                // One stat(2) decides whether the path still names the cached file. A changed
+                // identity (replaced, or now a symlink elsewhere) falls through to a full open
+                // under the symlink rule.
+                let same = std::fs::metadata(self.config.root.join(rel))
+                    .ok()
+                    .and_then(|meta| cache.revalidate(rel, &meta, now));
+                match same {
+                    Some(entry) => return Ok(entry),
+                    None => cache.remove(rel),
                 }
-                return Err(e);
             }
-        };
-        if stale {
-            if let Some(same) = cache.revalidate(rel, &meta, now) {
-                return Ok(same);
-            }
+            Cached::Miss => {}
         }
+        let (file, meta) = fs::open(&self.root, rel, self.config.symlinks)?;
         let entry = Arc::new(fs::describe(file, &meta, rel, self.cache_control_for(rel)));
         cache.insert(rel, entry.clone(), now);
         Ok(entry)
@@ -99,6 +101,26 @@ impl Worker {
         let n = self.boundary_counter.get().wrapping_add(1);
         self.boundary_counter.set(n);
         format!("sendfiled-{:016x}{:08x}", self.boundary_seed, n)
+    }
+
+    /// An empty header map, reusing a recycled one when there is one.
+    pub fn take_header_map(&self) -> HeaderMap {
+        self.spare_header_maps
+            .borrow_mut()
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Keep a request's header map (emptied) for a later response.
+    pub fn recycle_header_map(&self, mut map: HeaderMap) {
+        if map.capacity() == 0 {
+            return;
+        }
+        map.clear();
+        let mut spare = self.spare_header_maps.borrow_mut();
+        if spare.len() < SPARE_HEADER_MAPS {
+            spare.push(map);
+        }
     }
 
     /// (hits, misses) of this worker's open-file cache.
@@ -222,6 +244,7 @@ impl Worker {
             boundary_counter: Cell::new(0),
             http,
             open_connections: Cell::new(0),
+            spare_header_maps: RefCell::new(Vec::with_capacity(SPARE_HEADER_MAPS)),
         }
     }
 }

@@ -64,8 +64,14 @@ impl<B> hyper::service::Service<Request<B>> for FileService {
     fn call(&self, req: Request<B>) -> Self::Future {
         self.conn.set_busy();
         WorkerStats::add(&self.conn.worker.stats().requests, 1);
-        let (parts, _body) = req.into_parts();
-        ready(Ok(respond(&self.conn, &parts)))
+        let (mut parts, _body) = req.into_parts();
+        let resp = respond(&self.conn, &parts);
+        // The request's header map becomes a later response's: with hyper recycling each sent
+        // response's map for the next request, header maps are never allocated in steady state.
+        self.conn
+            .worker
+            .recycle_header_map(std::mem::take(&mut parts.headers));
+        ready(Ok(resp))
     }
 }
 
@@ -85,7 +91,7 @@ fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<Body> 
     let is_head = req.method == Method::HEAD;
     if req.method != Method::GET && !is_head {
         if req.method == Method::OPTIONS {
-            let mut resp = Response::new(Body::empty(conn));
+            let mut resp = new_response(conn, Body::empty(conn));
             *resp.status_mut() = StatusCode::NO_CONTENT;
             resp.headers_mut().insert(header::ALLOW, ALLOW);
             return resp;
@@ -139,7 +145,7 @@ fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<Body> 
     match conditional::evaluate(&req.headers, validators) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
-            let mut resp = Response::new(Body::empty(conn));
+            let mut resp = new_response(conn, Body::empty(conn));
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             validator_headers(resp.headers_mut(), &file);
             return resp;
@@ -185,26 +191,26 @@ fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<Body> 
             let h = resp.headers_mut();
             h.insert(
                 header::CONTENT_RANGE,
-                header_value(format!("bytes */{}", file.len)),
+                content_range(format_args!("bytes */{}", file.len)),
             );
             h.insert(header::ACCEPT_RANGES, BYTES);
             return resp;
         }
         RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
             let r = ranges[0];
-            let mut resp = Response::new(Body::file(&file, r, conn));
+            let mut resp = new_response(conn, Body::file(&file, r, conn));
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
             let h = resp.headers_mut();
             representation_headers(h, &file, download.as_deref());
             h.insert(
                 header::CONTENT_RANGE,
-                header_value(format!("bytes {}-{}/{}", r.first, r.last, file.len)),
+                content_range(format_args!("bytes {}-{}/{}", r.first, r.last, file.len)),
             );
             return resp;
         }
         RangeOutcome::Partial(ranges) => {
             let boundary = worker.next_boundary();
-            let mut resp = Response::new(Body::multipart(&file, &ranges, &boundary, conn));
+            let mut resp = new_response(conn, Body::multipart(&file, &ranges, &boundary, conn));
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
             let h = resp.headers_mut();
             representation_headers(h, &file, download.as_deref());
@@ -215,7 +221,7 @@ fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<Body> 
             return resp;
         }
     };
-    let mut resp = Response::new(body);
+    let mut resp = new_response(conn, body);
     *resp.status_mut() = status;
     representation_headers(resp.headers_mut(), &file, download.as_deref());
     if is_head && file.len == 0 {
@@ -251,7 +257,6 @@ fn range_outcome(
 
 /// Headers every 200/206 of a file carries.
 fn representation_headers(h: &mut HeaderMap, file: &OpenFile, download: Option<&str>) {
-    h.reserve(8);
     h.insert(header::CONTENT_TYPE, file.content_type.clone());
     h.insert(header::ACCEPT_RANGES, BYTES);
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
@@ -324,14 +329,31 @@ fn not_found(conn: &Rc<ConnShared>) -> Response<Body> {
     error(conn, StatusCode::NOT_FOUND, "not found\n")
 }
 
+/// A response whose header map comes from the worker's recycled maps.
+fn new_response(conn: &Rc<ConnShared>, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.headers_mut() = conn.worker.take_header_map();
+    resp
+}
+
 /// A short plain-text error. The text is fixed: nothing from the request is echoed.
 fn error(conn: &Rc<ConnShared>, status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Body::bytes(Bytes::from_static(text.as_bytes()), conn));
+    let mut resp = new_response(conn, Body::bytes(Bytes::from_static(text.as_bytes()), conn));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, TEXT_PLAIN);
     resp.headers_mut()
         .insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     resp
+}
+
+/// A Content-Range value formatted on the stack (one allocation: the header value itself).
+fn content_range(args: std::fmt::Arguments<'_>) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 80]; // "bytes " + 3 numbers of at most 20 digits + "-/"
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = cursor.write_fmt(args);
+    let n = cursor.position() as usize;
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
 }
 
 fn header_value(s: String) -> HeaderValue {

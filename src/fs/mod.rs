@@ -5,7 +5,7 @@
 pub mod cache;
 pub mod path;
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;

@@ -50,29 +50,37 @@ pub fn normalize(raw: &str, out: &mut String) -> Result<Normalized, PathError> {
     if raw.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    // Decode into a small stack buffer when possible.
-    let mut decoded: smallvec::SmallVec<[u8; 256]> = smallvec::SmallVec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        if b == b'%' {
-            let hi = raw.get(i + 1).and_then(|c| (*c as char).to_digit(16));
-            let lo = raw.get(i + 2).and_then(|c| (*c as char).to_digit(16));
-            match (hi, lo) {
-                (Some(h), Some(l)) => decoded.push((h * 16 + l) as u8),
-                _ => return Err(PathError::BadPercentEncoding),
+    // Decode into a small stack buffer (only when there is something to decode).
+    let mut decoded: smallvec::SmallVec<[u8; 256]> = smallvec::SmallVec::new();
+    let text = if raw.contains(&b'%') {
+        decoded.reserve(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            let b = raw[i];
+            if b == b'%' {
+                let hi = raw.get(i + 1).and_then(|c| (*c as char).to_digit(16));
+                let lo = raw.get(i + 2).and_then(|c| (*c as char).to_digit(16));
+                match (hi, lo) {
+                    (Some(h), Some(l)) => decoded.push((h * 16 + l) as u8),
+                    _ => return Err(PathError::BadPercentEncoding),
+                }
+                i += 3;
+            } else {
+                decoded.push(b);
+                i += 1;
             }
-            i += 3;
-        } else {
-            decoded.push(b);
-            i += 1;
         }
-    }
-    let text = std::str::from_utf8(&decoded).map_err(|_| PathError::NotUtf8)?;
-    if text.chars().any(char::is_control) {
+        std::str::from_utf8(&decoded).map_err(|_| PathError::NotUtf8)?
+    } else {
+        std::str::from_utf8(raw).map_err(|_| PathError::NotUtf8)?
+    };
+    let bytes = text.as_bytes();
+    if bytes.iter().any(|&b| b < 0x20 || b == 0x7f)
+        || (!text.is_ascii() && text.chars().any(char::is_control))
+    {
         return Err(PathError::ControlCharacter);
     }
-    if text.contains('\\') {
+    if bytes.contains(&b'\\') {
         return Err(PathError::Backslash);
     }
     for segment in text.split('/') {

@@ -6,10 +6,12 @@
 //! turns `-1` into `io::Error::last_os_error()`. Nothing here knows about HTTP.
 #![allow(unsafe_code)]
 
+mod alloc;
 mod mmap;
 mod net;
 mod open;
 
+pub use alloc::CountingAllocator;
 pub use mmap::Mapping;
 pub use net::{
     raise_nofile_limit, send_vectored, sendfile, set_defer_accept, set_fastopen, set_send_buffer,

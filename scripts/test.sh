@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run the whole test suite: unit tests, integration tests over 127.0.0.1, doc tests.
+# The integration tests drive real clients (curl), so this installs them first when they are
+# missing and we are root (a fresh Debian machine or CI); otherwise it says what to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing ${missing[*]}" >&2
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "test.sh: please install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+cargo test --locked "$@"
