@@ -8,6 +8,7 @@ use sendfiled::http::conditional::{self, Validators};
 use sendfiled::http::range;
 
 #[path = "support.rs"]
+#[allow(dead_code)]
 mod support;
 
 fn pure(c: &mut Criterion) {

@@ -88,9 +88,20 @@ pub fn open(
     rel: &str,
     rule: SymlinkRule,
 ) -> Result<(File, std::fs::Metadata), OpenError> {
-    let c =
-        CString::new(if rel.is_empty() { "." } else { rel }).map_err(|_| OpenError::NotFound)?;
-    let file = open_beneath(root.as_fd(), &c, rule)?;
+    let rel = if rel.is_empty() { "." } else { rel };
+    if rel.as_bytes().contains(&0) {
+        return Err(OpenError::NotFound);
+    }
+    // A NUL-terminated copy on the stack for the usual path length; the heap only beyond it.
+    let mut stack = [0u8; 512];
+    let file = if rel.len() < stack.len() {
+        stack[..rel.len()].copy_from_slice(rel.as_bytes());
+        let c = CStr::from_bytes_with_nul(&stack[..=rel.len()]).map_err(|_| OpenError::NotFound)?;
+        open_beneath(root.as_fd(), c, rule)?
+    } else {
+        let c = CString::new(rel).map_err(|_| OpenError::NotFound)?;
+        open_beneath(root.as_fd(), &c, rule)?
+    };
     let meta = file.metadata()?;
     if !meta.is_file() && !meta.is_dir() {
         return Err(OpenError::NotRegular);
