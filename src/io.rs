@@ -144,14 +144,25 @@ impl SendfileIo {
     }
 
     /// Poll the deadline timer; Ready(()) once `deadline` has passed.
+    ///
+    /// The timer is lazy: a keep-alive connection pushes its deadline later with every request,
+    /// and moving a timer-wheel entry each time costs more than the request's own work. So an
+    /// armed timer that fires no later than `deadline` is left alone; when it fires early, it is
+    /// re-armed once for the real deadline. Only an earlier deadline forces a reset.
     fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         let timer = self
             .deadline_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
+        if timer.deadline() > deadline {
             timer.as_mut().reset(deadline);
         }
-        timer.as_mut().poll(cx)
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if timer.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(deadline);
+        }
     }
 
     /// Run a non-blocking socket write under tokio's readiness model: wait for writability, try,

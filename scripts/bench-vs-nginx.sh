@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# sendfiled against nginx on the same corpus, one after the other, each server pinned to core 0
+# and wrk pinned to core 1. Reports req/s, MB/s, requests and MB per server CPU-second
+# (utime+stime of all the server's threads and processes, from /proc) and peak RSS, and writes
+# docs/benchmarks/latest.md and docs/benchmarks/latest.svg.
+#
+#   scripts/bench-vs-nginx.sh                     # the whole matrix (about 7 minutes)
+#   DURATION=2 ROUNDS=1 scripts/bench-vs-nginx.sh # a quick look
+#   CASES=1k-ka-64,ranges-64k scripts/bench-vs-nginx.sh
+#
+# Installs nginx, wrk and python3 when missing (as root, with apt-get). Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bench: installing ${need[*]}" >&2
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+    # Debian starts the packaged nginx on port 80; the benchmark runs its own.
+    systemctl stop nginx 2>/dev/null || service nginx stop 2>/dev/null || true
+  else
+    echo "bench: please install: ${need[*]}" >&2
+    exit 1
+  fi
+fi
+
+cargo build --release --locked >&2
+exec python3 scripts/bench/run.py "$@"

@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""Benchmark driver for scripts/bench-vs-nginx.sh: builds the corpus, runs each server and each
+case with wrk, reads CPU time and peak RSS from /proc, writes the markdown table and SVG chart.
+
+Environment: DURATION (seconds per round, default 5), ROUNDS (default 3), CASES (comma list), BENCH_DIR (corpus and
+scratch, default /tmp/sendfiled-bench), SERVER_CPU (default 0), CLIENT_CPU (default 1).
+"""
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DURATION = int(os.environ.get("DURATION", "5"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+BYTE_CASES = ("1m-16", "256m-4")
+BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/sendfiled-bench"))
+SERVER_CPU = os.environ.get("SERVER_CPU", "0")
+CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
+CORPUS = BENCH_DIR / "corpus"
+PORTS = {"nginx": 18481, "sendfiled": 18482}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# name, description, wrk connections, path or lua script, extra wrk args
+CASES = [
+    ("1k-ka-64", "1 KiB, keep-alive, 64 conns", 64, "/1k.bin", []),
+    ("1k-ka-256", "1 KiB, keep-alive, 256 conns", 256, "/1k.bin", []),
+    ("16k-ka-64", "16 KiB, keep-alive, 64 conns", 64, "/16k.bin", []),
+    ("16k-ka-256", "16 KiB, keep-alive, 256 conns", 256, "/16k.bin", []),
+    ("small-1000", "1000 small files, random, 64 conns", 64, "lua:small.lua", []),
+    ("1m-16", "1 MiB, 16 conns", 16, "/1m.bin", []),
+    ("256m-4", "256 MiB, 4 conns", 4, "/256m.bin", ["--timeout", "60s"]),
+    ("ranges-64k", "random 64 KiB ranges of 256 MiB, 64 conns", 64, "lua:ranges.lua", []),
+    ("1k-close", "1 KiB, new connection per request, 64 conns", 64, "/1k.bin", ["-H", "Connection: close"]),
+    ("1k-c1000", "1 KiB, keep-alive, 1000 conns", 1000, "/1k.bin", ["--timeout", "10s"]),
+]
+
+LUA = {
+    "small.lua": """
+local counter = 0
+request = function()
+  counter = counter + 1
+  local i = (counter * 7919) % 1000
+  return wrk.format("GET", string.format("/small/%04d.bin", i))
+end
+""",
+    "ranges.lua": """
+local counter = 0
+request = function()
+  counter = counter + 1
+  local off = ((counter * 2654435761) % 4095) * 65536
+  return wrk.format("GET", "/256m.bin", {["Range"] = string.format("bytes=%d-%d", off, off + 65535)})
+end
+""",
+}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def make_corpus():
+    """Real (non-sparse) files from a fixed seed, so every run serves the same bytes."""
+    CORPUS.mkdir(parents=True, exist_ok=True)
+    (CORPUS / "small").mkdir(exist_ok=True)
+    rng = random.Random(20261122)
+    want = {"1k.bin": 1024, "16k.bin": 16 * 1024, "1m.bin": 1 << 20, "256m.bin": 256 << 20}
+    for name, size in want.items():
+        p = CORPUS / name
+        if not p.exists() or p.stat().st_size != size:
+            with open(p, "wb") as f:
+                left = size
+                while left:
+                    n = min(left, 1 << 20)
+                    f.write(rng.randbytes(n))
+                    left -= n
+    for i in range(1000):
+        p = CORPUS / "small" / f"{i:04d}.bin"
+        size = 512 + (i * 7717) % (32 * 1024)
+        if not p.exists() or p.stat().st_size != size:
+            p.write_bytes(rng.randbytes(size))
+    for name, text in LUA.items():
+        (BENCH_DIR / name).write_text(text)
+    os.chmod(BENCH_DIR, 0o755)
+
+
+def nginx_conf():
+    conf = BENCH_DIR / "nginx.conf"
+    conf.write_text(f"""
+# nginx's best static configuration for this test: one worker on the server core, sendfile
+# with tcp_nopush, open_file_cache, no access log, reuseport, long keep-alive.
+user root;
+worker_processes 1;
+worker_cpu_affinity {1 << int(SERVER_CPU):b};
+worker_rlimit_nofile 65536;
+daemon off;
+master_process on;
+pid {BENCH_DIR}/nginx.pid;
+error_log {BENCH_DIR}/nginx-error.log warn;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    sendfile_max_chunk 2m;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    open_file_cache max=10000 inactive=60s;
+    open_file_cache_valid 60s;
+    open_file_cache_min_uses 1;
+    open_file_cache_errors on;
+    default_type application/octet-stream;
+    client_body_temp_path {BENCH_DIR}/nginx-tmp;
+    proxy_temp_path {BENCH_DIR}/nginx-tmp;
+    fastcgi_temp_path {BENCH_DIR}/nginx-tmp;
+    uwsgi_temp_path {BENCH_DIR}/nginx-tmp;
+    scgi_temp_path {BENCH_DIR}/nginx-tmp;
+    server {{
+        listen 127.0.0.1:{PORTS['nginx']} reuseport backlog=4096;
+        root {CORPUS};
+        location / {{ }}
+    }}
+}}
+""")
+    (BENCH_DIR / "nginx-tmp").mkdir(exist_ok=True)
+    return conf
+
+
+def start(server):
+    if server == "nginx":
+        nginx = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
+        cmd = ["taskset", "-c", SERVER_CPU, nginx, "-c", str(nginx_conf()), "-e", str(BENCH_DIR / "nginx-error.log")]
+    else:
+        cmd = ["taskset", "-c", SERVER_CPU, str(REPO / "target/release/sendfiled"), "serve",
+               "--root", str(CORPUS), "--listen", f"127.0.0.1:{PORTS['sendfiled']}", "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(BENCH_DIR / f"{server}.log", "w"))
+    url = f"http://127.0.0.1:{PORTS[server]}/1k.bin"
+    for _ in range(100):
+        if subprocess.run(["curl", "-sf", "-o", "/dev/null", url]).returncode == 0:
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"{server} did not start; see {BENCH_DIR}/{server}.log")
+
+
+def pids(proc):
+    """The server's processes: the one we started and its children (nginx's worker)."""
+    out = [proc.pid]
+    try:
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        out += [int(k) for k in kids]
+    except OSError:
+        pass
+    return out
+
+
+def cpu_seconds(proc):
+    total = 0
+    for pid in pids(proc):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def peak_rss_kib(proc):
+    total = 0
+    for pid in pids(proc):
+        try:
+            m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+            total += int(m.group(1)) if m else 0
+        except OSError:
+            pass
+    return total
+
+
+def wrk(server, conns, target, extra, duration):
+    base = f"http://127.0.0.1:{PORTS[server]}"
+    args = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s"] + extra
+    if target.startswith("lua:"):
+        args += ["-s", str(BENCH_DIR / target[4:]), base + "/"]
+    else:
+        args += [base + target]
+    out = subprocess.run(args, capture_output=True, text=True).stdout
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+), ([\d.]+)(\w+) read", out)
+    if not m:
+        raise SystemExit(f"wrk output not understood:\n{out}")
+    reqs = int(m.group(1))
+    secs = float(m.group(2)) * {"s": 1, "ms": 0.001, "m": 60}[m.group(3)]
+    unit = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+    mbytes = float(m.group(4)) * unit[m.group(5)] / 1e6
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad = int(errors.group(1)) if errors else 0
+    p99 = re.search(r"99%\s+([\d.]+)(\w+)", out)
+    return {"reqs": reqs, "secs": secs, "mb": mbytes, "non2xx": bad,
+            "sockerr": sum(int(x) for x in sock.groups()) if sock else 0,
+            "p99": f"{p99.group(1)}{p99.group(2)}" if p99 else "-"}
+
+
+def run_matrix(selected):
+    """Both servers run at once on the same core (an idle one costs nothing); each case runs
+    ROUNDS times per server, alternating which goes first, and the median round is reported, so
+    that drift on a shared machine falls on both alike."""
+    procs = {server: start(server) for server in ("nginx", "sendfiled")}
+    results = {}
+    try:
+        for name, desc, conns, target, extra in selected:
+            rounds = {"nginx": [], "sendfiled": []}
+            for i in range(ROUNDS):
+                order = ("nginx", "sendfiled") if i % 2 == 0 else ("sendfiled", "nginx")
+                for server in order:
+                    proc = procs[server]
+                    wrk(server, conns, target, extra, 1)  # warm caches and connections
+                    c0 = cpu_seconds(proc)
+                    r = wrk(server, conns, target, extra + ["--latency"], DURATION)
+                    r["cpu"] = cpu_seconds(proc) - c0
+                    rounds[server].append(r)
+            for server in ("nginx", "sendfiled"):
+                key = "mb" if name in BYTE_CASES else "reqs"
+                rs = sorted(rounds[server], key=lambda r: r[key] / max(r["cpu"], 1e-9))
+                r = rs[len(rs) // 2]
+                results[(server, name)] = r
+                log(f"  {name:12} {server:9} {r['reqs'] / r['secs']:9.0f} req/s {r['mb'] / r['secs']:8.1f} MB/s "
+                    f"cpu {r['cpu']:5.2f}s {r['reqs'] / max(r['cpu'], 1e-9):8.0f} req/cpu-s "
+                    f"{r['mb'] / max(r['cpu'], 1e-9):8.1f} MB/cpu-s p99 {r['p99']}"
+                    + (f"  NON-2XX {r['non2xx']}" if r["non2xx"] else "")
+                    + (f"  SOCKERR {r['sockerr']}" if r["sockerr"] else ""))
+        for server, proc in procs.items():
+            results[(server, "rss")] = peak_rss_kib(proc)
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return results
+
+
+def cold_isolation():
+    """Latency of small hot requests on the server's only worker while a cold 256 MiB file
+    streams, against the same with the file hot."""
+    out = {}
+    for server in ("nginx", "sendfiled"):
+        proc = start(server)
+        try:
+            for state in ("hot", "cold"):
+                if state == "cold":
+                    fd = os.open(CORPUS / "256m.bin", os.O_RDONLY)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    os.close(fd)
+                dl = subprocess.Popen(["taskset", "-c", CLIENT_CPU, "curl", "-s", "-o", "/dev/null",
+                                       f"http://127.0.0.1:{PORTS[server]}/256m.bin"])
+                r = wrk(server, 4, "/1k.bin", ["--latency"], 3)
+                dl.wait()
+                out[(server, state)] = r["p99"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+    return out
+
+
+def machine():
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    kernel = os.uname().release
+    ngx = subprocess.run(["/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx", "-v"],
+                         capture_output=True, text=True).stderr.strip()
+    wrkv = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    return f"{os.cpu_count()} vCPU {cpu}, Linux {kernel}, {ngx}, {wrkv}"
+
+
+def report(selected, results, cold):
+    lines = [
+        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Server pinned to CPU {SERVER_CPU} (sendfiled --workers 1; nginx worker_processes 1), wrk -t1 pinned to CPU {CLIENT_CPU}, "
+        f"{ROUNDS} rounds of {DURATION} s per case and server, alternating which server goes first, each after a 1 s warm-up; "
+        "the median round (by work per CPU-second) is shown. CPU = utime+stime of the server's processes and threads during the run.",
+        "",
+        "| case | server | req/s | MB/s | req per CPU-s | MB per CPU-s | p99 | ratio (per CPU-s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratios = []
+    for name, desc, *_ in selected:
+        n, s = results[("nginx", name)], results[("sendfiled", name)]
+        def per_cpu(r, key):
+            return (r["reqs"] if key == "reqs" else r["mb"]) / max(r["cpu"], 1e-9)
+        key = "mb" if name in BYTE_CASES else "reqs"
+        ratio = per_cpu(s, key) / max(per_cpu(n, key), 1e-9)
+        ratios.append((desc, ratio))
+        for label, r, rt in (("nginx", n, ""), ("sendfiled", s, f"**{ratio:.2f}×**")):
+            lines.append(f"| {desc} | {label} | {r['reqs'] / r['secs']:.0f} | {r['mb'] / r['secs']:.1f} | "
+                         f"{per_cpu(r, 'reqs'):.0f} | {per_cpu(r, 'mb'):.1f} | {r['p99']} | {rt} |")
+    lines += ["", f"Peak RSS over the matrix: nginx (master + worker) {results[('nginx', 'rss')] / 1024:.1f} MiB, "
+              f"sendfiled {results[('sendfiled', 'rss')] / 1024:.1f} MiB."]
+    if cold:
+        lines += ["", "Cold-file isolation: p99 latency of 1 KiB requests (wrk -c4) on the server's only worker "
+                  "while one client downloads the 256 MiB file, hot in the page cache vs. evicted first "
+                  "(posix_fadvise DONTNEED):", "",
+                  "| server | file hot | file cold |", "|---|---:|---:|"]
+        for server in ("nginx", "sendfiled"):
+            lines.append(f"| {server} | {cold[(server, 'hot')]} | {cold[(server, 'cold')]} |")
+    out_dir = REPO / "docs" / "benchmarks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "latest.svg").write_text(svg(ratios))
+    print("\n".join(lines))
+
+
+def svg(ratios):
+    """A horizontal bar chart of sendfiled/nginx per CPU-second, with the 1.0 line."""
+    w, bar, gap, left, top = 760, 22, 8, 330, 40
+    h = top + len(ratios) * (bar + gap) + 40
+    scale = (w - left - 60) / max(2.0, max(r for _, r in ratios) * 1.1)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="13">',
+           f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">sendfiled / nginx, work per server CPU-second</text>']
+    for i, (desc, r) in enumerate(ratios):
+        y = top + i * (bar + gap)
+        color = "#2e7d32" if r >= 1 else "#c62828"
+        out.append(f'<text x="{left - 8}" y="{y + bar * 0.7}" text-anchor="end">{desc}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{r * scale:.1f}" height="{bar}" fill="{color}"/>')
+        out.append(f'<text x="{left + r * scale + 6:.1f}" y="{y + bar * 0.7}">{r:.2f}×</text>')
+    x1 = left + scale
+    out.append(f'<line x1="{x1}" y1="{top - 6}" x2="{x1}" y2="{h - 30}" stroke="#333" stroke-dasharray="4 3"/>')
+    out.append(f'<text x="{x1}" y="{h - 12}" text-anchor="middle">1.0 = nginx</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    make_corpus()
+    wanted = os.environ.get("CASES")
+    selected = [c for c in CASES if not wanted or c[0] in wanted.split(",")]
+    results = run_matrix(selected)
+    cold = cold_isolation() if not wanted else {}
+    report(selected, results, cold)
+
+
+if __name__ == "__main__":
+    main()
