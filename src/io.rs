@@ -26,6 +26,26 @@ use crate::fs::OpenFile;
 use crate::server::Worker;
 use crate::stats::WorkerStats;
 
+/// Whether `[offset, offset + len)` of `file` is in the page cache: cachestat(2) where the kernel
+/// has it, else mincore(2) on the mapping. A failed probe counts as resident (never stall on it).
+fn is_resident(file: &OpenFile, offset: usize, len: usize) -> bool {
+    static NO_CACHESTAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::Ordering::Relaxed;
+    if !NO_CACHESTAT.load(Relaxed) {
+        match crate::sys::page_cache_has(&file.file, offset as u64, len) {
+            Ok(yes) => return yes,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => NO_CACHESTAT.store(true, Relaxed),
+            Err(_) => return true,
+        }
+    }
+    file.map.as_ref().is_none_or(|m| m.is_resident(offset, len))
+}
+
+/// Whether `file` still extends past `pos` (one fstat; only asked after a short sendfile).
+fn still_has_bytes(file: &OpenFile, pos: usize) -> bool {
+    file.file.metadata().is_ok_and(|m| m.len() > pos as u64)
+}
+
 /// How many sendfile chunks one cold-file readahead covers.
 const READAHEAD_CHUNKS: usize = 4;
 
@@ -124,6 +144,39 @@ pub struct SendfileIo {
     deadline_timer: Option<Pin<Box<Sleep>>>,
     /// A cold-file readahead running on the blocking pool.
     prefetch: Option<JoinHandle<()>>,
+    /// A byte window of one file known to be in the page cache, so that the partial sendfiles
+    /// of a big body (one socket buffer each) probe every page once, not once per call.
+    resident: Option<ResidentWindow>,
+}
+
+/// `[start, end)` of the file identified by (`file`, `ino`, `dev`) was resident when checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ResidentWindow {
+    file: usize,
+    ino: u64,
+    dev: u64,
+    start: usize,
+    end: usize,
+}
+
+impl ResidentWindow {
+    fn of(file: &Arc<OpenFile>, start: usize, end: usize) -> Self {
+        ResidentWindow {
+            file: Arc::as_ptr(file) as usize,
+            ino: file.key.ino,
+            dev: file.key.dev,
+            start,
+            end,
+        }
+    }
+
+    fn covers(&self, file: &Arc<OpenFile>, start: usize, end: usize) -> bool {
+        self.file == Arc::as_ptr(file) as usize
+            && self.ino == file.key.ino
+            && self.dev == file.key.dev
+            && start >= self.start
+            && end <= self.end
+    }
 }
 
 impl SendfileIo {
@@ -136,6 +189,7 @@ impl SendfileIo {
             conn,
             deadline_timer: None,
             prefetch: None,
+            resident: None,
         }
     }
 
@@ -199,19 +253,27 @@ impl SendfileIo {
         // Cold pages: read them in on the blocking pool first, so sendfile does not stall every
         // other connection of this worker on a disk read. The readahead covers a few chunks so
         // that a cold stream pays one blocking-pool round trip per READAHEAD_CHUNKS chunks.
-        if self.prefetch.is_none()
-            && file.len >= worker.config.socket.cold_check_min
-            && file
-                .map
-                .as_ref()
-                .is_some_and(|m| !m.is_resident(offset, chunk))
-        {
-            WorkerStats::add(&self.stats().cold_prefetches, 1);
-            let ahead = (chunk * READAHEAD_CHUNKS).min(file.len as usize - offset);
-            let f = file.clone();
-            self.prefetch = Some(tokio::task::spawn_blocking(move || {
-                let _ = crate::sys::readahead(&f.file, offset as u64, ahead);
-            }));
+        let mut chunk = chunk;
+        // Inside a window already known resident: send at most to its end, then probe again.
+        let known = match self.resident {
+            Some(w) if w.covers(&file, offset, offset + 1) => {
+                chunk = chunk.min(w.end - offset);
+                true
+            }
+            _ => false,
+        };
+        if self.prefetch.is_none() && !known && file.len >= worker.config.socket.cold_check_min {
+            if is_resident(&file, offset, chunk) {
+                self.resident = Some(ResidentWindow::of(&file, offset, offset + chunk));
+            } else {
+                WorkerStats::add(&self.stats().cold_prefetches, 1);
+                let ahead = (chunk * READAHEAD_CHUNKS).min(file.len as usize - offset);
+                let f = file.clone();
+                self.prefetch = Some(tokio::task::spawn_blocking(move || {
+                    let _ = crate::sys::readahead(&f.file, offset as u64, ahead);
+                }));
+                self.resident = Some(ResidentWindow::of(&file, offset, offset + ahead));
+            }
         }
         if let Some(handle) = &mut self.prefetch {
             let _ = ready!(Pin::new(handle).poll(cx));
@@ -219,12 +281,36 @@ impl SendfileIo {
         }
 
         let sock = self.tcp.as_fd();
-        let res = ready!(self.poll_io(cx, || crate::sys::sendfile(
-            sock,
-            file.file.as_fd(),
-            offset as u64,
-            chunk
-        )));
+        let fd = file.file.as_fd();
+        let res = loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let mut partial = 0;
+            let attempt = self.tcp.try_io(Interest::WRITABLE, || {
+                let n = crate::sys::sendfile(sock, fd, offset as u64, chunk)?;
+                if n > 0 && n < chunk && still_has_bytes(&file, offset + n) {
+                    // A short write means the socket buffer is full (nginx reads it the same
+                    // way). Report the bytes, but have tokio clear write readiness, so the next
+                    // attempt waits for epoll to say there is room again instead of trickling
+                    // out one short sendfile per freed segment. A short write at end of file (it
+                    // shrank) is returned as is: the next call gets 0 and aborts the response.
+                    partial = n;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match attempt {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && partial > 0 => {
+                    break Ok(partial)
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    continue
+                }
+                other => break other,
+            }
+        };
         match res {
             Ok(0) => {
                 WorkerStats::add(&self.stats().truncated_aborts, 1);

@@ -33,6 +33,54 @@ pub fn readahead(file: &impl AsFd, offset: u64, len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether every page of `[offset, offset + len)` of `file` is in the page cache, by cachestat(2)
+/// (Linux >= 6.5), which walks the page cache by folio and needs no mapping. `Err` with ENOSYS on
+/// older kernels (callers fall back to mincore on the mapping).
+pub fn page_cache_has(file: &impl AsFd, offset: u64, len: usize) -> io::Result<bool> {
+    /// `struct cachestat_range` from <linux/mman.h>.
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    /// `struct cachestat` from <linux/mman.h>.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451; // the same number on every architecture
+    if len == 0 {
+        return Ok(true);
+    }
+    let range = Range {
+        off: offset,
+        len: len as u64,
+    };
+    let mut stat = Stat::default();
+    // SAFETY: both pointers refer to live, correctly laid out structs for the duration of the
+    // call; the kernel reads `range` and writes `stat`. The descriptor is borrowed and open.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_fd().as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0u32,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let first_page = offset / 4096;
+    let last_page = (offset + len as u64 - 1) / 4096;
+    Ok(stat.nr_cache > last_page - first_page)
+}
+
 /// Drop the clean page-cache pages of `file` (POSIX_FADV_DONTNEED). Used by the cold-file test and
 /// benchmark to make a file cold on purpose.
 pub fn evict_page_cache(file: &impl AsFd) -> io::Result<()> {

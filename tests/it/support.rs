@@ -80,6 +80,21 @@ impl Server {
         self.inner.as_ref().unwrap().stats()
     }
 
+    /// The counters once they stop moving: a client can read a response before the worker has
+    /// returned from the syscall that sent it and counted the bytes.
+    pub fn settled_stats(&self) -> sendfiled::stats::Snapshot {
+        let mut last = self.stats();
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = self.stats();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -10,7 +10,7 @@ fn file_bodies_leave_by_sendfile_only() {
     t.file("f.bin", &data);
     t.file("small.txt", b"tiny body");
     let s = Server::start(&t.root(), "");
-    let before = s.stats();
+    let before = s.settled_stats();
     let mut expected_body = 0u64;
     let r = s.get("/f.bin", &[]);
     assert_eq!(r.body, data);
@@ -24,7 +24,7 @@ fn file_bodies_leave_by_sendfile_only() {
     let r = s.get("/small.txt", &[]);
     assert_eq!(r.body, b"tiny body");
     expected_body += 9;
-    let after = s.stats();
+    let after = s.settled_stats();
     assert_eq!(
         after.copied_bytes - before.copied_bytes,
         0,
@@ -55,7 +55,7 @@ fn slow_reader_gets_exact_bytes() {
     assert!(r.body == data, "body differs");
     let r2 = read_response(&mut slow, false).unwrap();
     assert_eq!(r2.body, &data[4000000..4000010]);
-    assert_eq!(s.stats().copied_bytes, 0);
+    assert_eq!(s.settled_stats().copied_bytes, 0);
 }
 
 struct SlowReader<'a, R> {
@@ -138,7 +138,7 @@ fn files_over_4_gib() {
     }
     assert_eq!(pos, SIZE);
     assert_eq!(found.len(), 3);
-    assert_eq!(s.stats().copied_bytes, 0);
+    assert_eq!(s.settled_stats().copied_bytes, 0);
 }
 
 /// A file truncated while it is being sent: that response is cut short (the connection closes
@@ -168,7 +168,7 @@ fn truncation_aborts_only_that_response() {
         total < (32 << 20),
         "a truncated file must not be padded to its old length"
     );
-    assert_eq!(s.stats().truncated_aborts, 1);
+    assert_eq!(s.settled_stats().truncated_aborts, 1);
     assert_eq!(s.get("/ok.txt", &[]).body, b"still here");
 }
 
@@ -184,7 +184,7 @@ fn cold_files_are_read_ahead_off_the_worker() {
     let s = Server::start(&t.root(), "");
     let r = s.get("/cold.bin", &[]);
     assert!(r.body == data);
-    let st = s.stats();
+    let st = s.settled_stats();
     assert!(st.cold_prefetches >= 1, "{st:?}");
     assert_eq!(st.copied_bytes, 0);
 }
