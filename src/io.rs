@@ -53,10 +53,13 @@ const READAHEAD_CHUNKS: usize = 4;
 #[derive(Clone, Copy, Debug)]
 pub enum Phase {
     /// Waiting for the first byte of a request; closed at `deadline` (keep-alive idle timeout,
-    /// or the header timeout for a fresh connection).
-    Idle { deadline: Instant },
-    /// Part of a request head has arrived; the whole head must arrive by `deadline`.
-    Head { deadline: Instant },
+    /// or the header timeout for a fresh connection). `None` until a read first goes pending:
+    /// deadlines are computed lazily, so a busy keep-alive connection reads the clock once per
+    /// request, not once per phase change.
+    Idle { deadline: Option<Instant> },
+    /// Part of a request head has arrived; the whole head must arrive by `deadline` (computed,
+    /// like Idle's, when a read first goes pending).
+    Head { deadline: Option<Instant> },
     /// A request is being answered: no read deadline.
     Busy,
 }
@@ -119,8 +122,7 @@ impl ConnShared {
 
     /// The response finished: the next request must begin within the keep-alive timeout.
     pub fn set_idle(&self) {
-        let deadline = Instant::now() + self.worker.config.limits.keepalive_timeout;
-        self.phase.set(Phase::Idle { deadline });
+        self.phase.set(Phase::Idle { deadline: None });
         if let Some(w) = self.read_waker.borrow_mut().take() {
             w.wake();
         }
@@ -183,7 +185,9 @@ impl SendfileIo {
     /// Wrap an accepted connection. The first request must start within the header timeout.
     pub fn new(tcp: TcpStream, conn: std::rc::Rc<ConnShared>) -> Self {
         let deadline = Instant::now() + conn.worker.config.limits.header_timeout;
-        conn.phase.set(Phase::Idle { deadline });
+        conn.phase.set(Phase::Idle {
+            deadline: Some(deadline),
+        });
         SendfileIo {
             tcp,
             conn,
@@ -361,17 +365,26 @@ impl AsyncRead for SendfileIo {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     if let Phase::Idle { .. } = phase {
-                        let deadline =
-                            Instant::now() + this.conn.worker.config.limits.header_timeout;
-                        this.conn.phase.set(Phase::Head { deadline });
+                        this.conn.phase.set(Phase::Head { deadline: None });
                     }
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                let limits = &this.conn.worker.config.limits;
                 let deadline = match phase {
-                    Phase::Idle { deadline } | Phase::Head { deadline } => deadline,
+                    Phase::Idle { deadline: Some(d) } | Phase::Head { deadline: Some(d) } => d,
+                    Phase::Idle { deadline: None } => {
+                        let d = Instant::now() + limits.keepalive_timeout;
+                        this.conn.phase.set(Phase::Idle { deadline: Some(d) });
+                        d
+                    }
+                    Phase::Head { deadline: None } => {
+                        let d = Instant::now() + limits.header_timeout;
+                        this.conn.phase.set(Phase::Head { deadline: Some(d) });
+                        d
+                    }
                     Phase::Busy => {
                         let mut slot = this.conn.read_waker.borrow_mut();
                         if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
