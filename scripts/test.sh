@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Run the whole test suite: unit tests, integration tests over 127.0.0.1, doc tests.
-# The integration tests drive real clients (curl), so this installs them first when they are
+# The integration tests drive real clients (curl) and archive readers (unzip, zip, 7z, bsdtar,
+# Python's zipfile, Java's jar), so this installs them first when they are
 # missing and we are root (a fresh Debian machine or CI); otherwise it says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# The archive tests check every ZIP with these readers.
+command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+command -v zip >/dev/null 2>&1 || missing+=(zip)
+command -v 7z >/dev/null 2>&1 || missing+=(p7zip-full)
+command -v bsdtar >/dev/null 2>&1 || missing+=(libarchive-tools)
+command -v jar >/dev/null 2>&1 || missing+=(default-jdk-headless)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -21,6 +21,7 @@ use crate::http::range::ByteRange;
 use crate::io::ConnShared;
 use crate::pool::{self, PooledBuf, PooledSlice};
 use crate::stats::WorkerStats;
+use crate::zip::stream::ZipStream;
 
 /// A response body.
 pub struct Body {
@@ -36,6 +37,8 @@ enum Kind {
     File(Option<FileBuf>),
     Multipart(Box<Multipart>),
     Copy(Box<CopyBody>),
+    /// A ZIP archive; `sized` when its length is known.
+    Zip(Box<ZipStream>, bool),
 }
 
 /// Marks the connection idle when the response is over (the body is dropped by hyper once sent).
@@ -144,6 +147,11 @@ impl Body {
         Body::new(Kind::Multipart(Box::new(parts)), conn)
     }
 
+    /// A ZIP archive stream (exact length when `sized`, chunked otherwise).
+    pub fn zip(stream: ZipStream, sized: bool, conn: &Rc<ConnShared>) -> Body {
+        Body::new(Kind::Zip(Box::new(stream), sized), conn)
+    }
+
     /// The exact length, as hyper will announce it.
     pub fn len(&self) -> u64 {
         http_body::Body::size_hint(self).exact().unwrap_or(0)
@@ -161,7 +169,7 @@ impl http_body::Body for Body {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Chunk>, io::Error>>> {
         let this = self.get_mut();
         let chunk = match &mut this.kind {
@@ -172,6 +180,11 @@ impl http_body::Body for Body {
             Kind::Copy(c) => match c.next_chunk() {
                 Ok(chunk) => chunk,
                 Err(e) => return Poll::Ready(Some(Err(e))),
+            },
+            Kind::Zip(z, _) => match std::task::ready!(z.poll_next(cx)) {
+                Some(Ok(chunk)) => Some(chunk),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => None,
             },
         };
         Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
@@ -185,6 +198,7 @@ impl http_body::Body for Body {
             Kind::File(f) => f.is_none(),
             Kind::Multipart(m) => m.remaining == 0,
             Kind::Copy(c) => c.pos >= c.end,
+            Kind::Zip(z, _) => z.remaining() == 0,
         }
     }
 
@@ -196,6 +210,8 @@ impl http_body::Body for Body {
             Kind::File(f) => f.as_ref().map_or(0, |f| f.remaining() as u64),
             Kind::Multipart(m) => m.remaining,
             Kind::Copy(c) => c.end - c.pos,
+            Kind::Zip(_, false) => return SizeHint::default(),
+            Kind::Zip(z, true) => z.remaining(),
         };
         SizeHint::with_exact(n)
     }
@@ -245,7 +261,8 @@ pub struct FileBuf {
 }
 
 impl FileBuf {
-    fn new(file: Arc<OpenFile>, pos: usize, end: usize, conn: Rc<ConnShared>) -> FileBuf {
+    /// Bytes `[pos, end)` of a mapped `file`, registered with the connection `conn`.
+    pub fn new(file: Arc<OpenFile>, pos: usize, end: usize, conn: Rc<ConnShared>) -> FileBuf {
         debug_assert!(file.map.as_ref().is_some_and(|m| end <= m.len()));
         conn.registry.borrow_mut().register(&file);
         FileBuf {

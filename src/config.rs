@@ -106,8 +106,33 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub socket: Option<RawSocket>,
     pub open_file_cache: Option<RawOpenFileCache>,
+    pub zip: Option<RawZip>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache_control: Vec<RawCacheRule>,
+}
+
+/// `[zip]`: archive downloads of directories and selections.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZip {
+    pub enabled: Option<bool>,
+    pub root_name: Option<String>,
+    pub compress: Option<CompressText>,
+    pub level: Option<u32>,
+    pub max_entries: Option<usize>,
+    pub max_bytes: Option<SizeText>,
+    pub max_concurrent: Option<usize>,
+    pub crc_ahead_max: Option<SizeText>,
+    pub max_request_body: Option<SizeText>,
+}
+
+/// `compress` as written in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompressText {
+    Auto,
+    Store,
+    Deflate,
 }
 
 /// `[limits]`: request size limits and timeouts.
@@ -195,6 +220,20 @@ pub struct OpenFileCacheSettings {
     pub valid: Duration,
 }
 
+/// Archive downloads.
+#[derive(Clone, Debug)]
+pub struct ZipSettings {
+    pub enabled: bool,
+    pub root_name: String,
+    pub compress: crate::zip::manifest::Compress,
+    pub level: u32,
+    pub max_entries: usize,
+    pub max_bytes: u64,
+    pub max_concurrent: usize,
+    pub crc_ahead_max: u64,
+    pub max_request_body: usize,
+}
+
 /// One Cache-Control rule.
 #[derive(Clone, Debug)]
 pub struct CacheRule {
@@ -215,6 +254,7 @@ pub struct Config {
     pub limits: Limits,
     pub socket: SocketTuning,
     pub open_file_cache: OpenFileCacheSettings,
+    pub zip: ZipSettings,
     pub cache_control: Vec<CacheRule>,
     /// Where the configuration came from, for messages.
     pub source: Option<PathBuf>,
@@ -238,6 +278,13 @@ pub mod defaults {
     pub const CACHE_ENTRIES: usize = 10_000;
     pub const CACHE_MAPPED_BYTES: u64 = 256 * 1024 * 1024 * 1024;
     pub const CACHE_VALID_SECS: u64 = 1;
+    pub const ZIP_ROOT_NAME: &str = "archive";
+    pub const ZIP_LEVEL: u32 = 3;
+    pub const ZIP_MAX_ENTRIES: usize = 200_000;
+    pub const ZIP_MAX_BYTES: u64 = 1 << 40;
+    pub const ZIP_MAX_CONCURRENT: usize = 32;
+    pub const ZIP_CRC_AHEAD_MAX: u64 = 1 << 30;
+    pub const ZIP_MAX_REQUEST_BODY: u64 = 1 << 20;
 }
 
 impl Config {
@@ -411,6 +458,44 @@ impl Config {
             ));
         }
 
+        let z = raw.zip.clone().unwrap_or_default();
+        let root_name = z
+            .root_name
+            .clone()
+            .unwrap_or_else(|| defaults::ZIP_ROOT_NAME.to_string());
+        if root_name.is_empty()
+            || root_name.contains(['/', '\\', '\0'])
+            || root_name.starts_with('.')
+        {
+            return Err(err(
+                "zip.root_name",
+                format!("{root_name:?} must be a plain name"),
+            ));
+        }
+        let level = z.level.unwrap_or(defaults::ZIP_LEVEL);
+        if level > 9 {
+            return Err(err("zip.level", format!("{level} is outside 0..9")));
+        }
+        let max_request_body = size(&z.max_request_body, defaults::ZIP_MAX_REQUEST_BODY)
+            .map_err(|m| err("zip.max_request_body", m))?;
+        let zip = ZipSettings {
+            enabled: z.enabled.unwrap_or(true),
+            root_name,
+            compress: match z.compress.unwrap_or(CompressText::Auto) {
+                CompressText::Auto => crate::zip::manifest::Compress::Auto,
+                CompressText::Store => crate::zip::manifest::Compress::Store,
+                CompressText::Deflate => crate::zip::manifest::Compress::Deflate,
+            },
+            level,
+            max_entries: z.max_entries.unwrap_or(defaults::ZIP_MAX_ENTRIES),
+            max_bytes: size(&z.max_bytes, defaults::ZIP_MAX_BYTES)
+                .map_err(|m| err("zip.max_bytes", m))?,
+            max_concurrent: z.max_concurrent.unwrap_or(defaults::ZIP_MAX_CONCURRENT),
+            crc_ahead_max: size(&z.crc_ahead_max, defaults::ZIP_CRC_AHEAD_MAX)
+                .map_err(|m| err("zip.crc_ahead_max", m))?,
+            max_request_body: usize::try_from(max_request_body).unwrap_or(usize::MAX),
+        };
+
         let mut cache_control = Vec::new();
         for (i, rule) in raw.cache_control.iter().enumerate() {
             let key = format!("cache_control[{i}]");
@@ -445,6 +530,7 @@ impl Config {
             limits,
             socket,
             open_file_cache,
+            zip,
             cache_control,
             source: file.map(Path::to_path_buf),
         })
@@ -491,6 +577,21 @@ impl Config {
                 entries: Some(self.open_file_cache.entries),
                 mapped_bytes: Some(SizeText::Bytes(self.open_file_cache.mapped_bytes)),
                 valid: Some(secs(self.open_file_cache.valid)),
+            }),
+            zip: Some(RawZip {
+                enabled: Some(self.zip.enabled),
+                root_name: Some(self.zip.root_name.clone()),
+                compress: Some(match self.zip.compress {
+                    crate::zip::manifest::Compress::Auto => CompressText::Auto,
+                    crate::zip::manifest::Compress::Store => CompressText::Store,
+                    crate::zip::manifest::Compress::Deflate => CompressText::Deflate,
+                }),
+                level: Some(self.zip.level),
+                max_entries: Some(self.zip.max_entries),
+                max_bytes: Some(SizeText::Bytes(self.zip.max_bytes)),
+                max_concurrent: Some(self.zip.max_concurrent),
+                crc_ahead_max: Some(SizeText::Bytes(self.zip.crc_ahead_max)),
+                max_request_body: Some(SizeText::Bytes(self.zip.max_request_body as u64)),
             }),
             cache_control: self
                 .cache_control

@@ -24,6 +24,7 @@ pub mod server;
 pub mod service;
 pub mod stats;
 pub mod sys;
+pub mod zip;
 
 pub use server::{start, RunningServer};
 

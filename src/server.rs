@@ -45,6 +45,8 @@ pub struct Worker {
     boundary_counter: Cell<u64>,
     http: http1::Builder,
     open_connections: Cell<usize>,
+    /// Archive streams running on all workers (the limit is global).
+    pub archives: Arc<std::sync::atomic::AtomicUsize>,
     spare_header_maps: RefCell<Vec<HeaderMap>>,
 }
 
@@ -55,6 +57,11 @@ struct CacheRules {
 }
 
 impl Worker {
+    /// The served root directory.
+    pub fn root(&self) -> &Arc<File> {
+        &self.root
+    }
+
     /// This worker's counters.
     pub fn stats(&self) -> &WorkerStats {
         self.stats.worker(self.id)
@@ -172,15 +179,17 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     let stats = Stats::new(config.workers);
     let (tx, rx) = watch::channel(false);
     let seed = boundary_seed();
+    let archives = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
     let mut threads = Vec::with_capacity(config.workers);
     for (id, listeners) in listeners.into_iter().enumerate() {
-        let (config, root, stats, rules, rx) = (
+        let (config, root, stats, rules, rx, archives) = (
             config.clone(),
             root.clone(),
             stats.clone(),
             rules.clone(),
             rx.clone(),
+            archives.clone(),
         );
         let thread = std::thread::Builder::new()
             .name(format!("sendfiled-w{id}"))
@@ -192,6 +201,7 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
                     stats,
                     rules,
                     seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    archives,
                 );
                 if let Err(e) = run_worker(worker, listeners, rx) {
                     tracing::error!(worker = id, error = %e, "worker failed");
@@ -218,6 +228,7 @@ impl Worker {
         stats: Stats,
         cache_rules: Arc<CacheRules>,
         seed: u64,
+        archives: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Worker {
         let mut http = http1::Builder::new();
         // Queue strategy: hyper hands us body Bufs as IoSlices without copying (sendfile needs it).
@@ -245,6 +256,7 @@ impl Worker {
             http,
             open_connections: Cell::new(0),
             spare_header_maps: RefCell::new(Vec::with_capacity(SPARE_HEADER_MAPS)),
+            archives,
         }
     }
 }

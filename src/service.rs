@@ -3,8 +3,11 @@
 //! preconditions and Range, and picks the body. The only place where errors become HTTP statuses.
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -20,8 +23,14 @@ use crate::http::disposition;
 use crate::http::range::{self, ByteRange, RangeOutcome};
 use crate::io::ConnShared;
 use crate::stats::WorkerStats;
+use crate::zip::manifest::{self, BuildInput, Manifest, ManifestError, Selection};
+use crate::zip::stream::{ArchivePermit, ZipStream};
+use crate::zip::ZipRequest;
+use hyper::body::Incoming;
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
+const APPLICATION_ZIP: HeaderValue = HeaderValue::from_static("application/zip");
+const NO_RANGES: HeaderValue = HeaderValue::from_static("none");
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
@@ -56,27 +65,111 @@ impl FileService {
     }
 }
 
-impl<B> hyper::service::Service<Request<B>> for FileService {
+impl hyper::service::Service<Request<Incoming>> for FileService {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<Body>, Infallible>>;
+    type Future = ServiceFuture;
 
-    fn call(&self, req: Request<B>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.conn.set_busy();
         WorkerStats::add(&self.conn.worker.stats().requests, 1);
-        let (mut parts, _body) = req.into_parts();
-        let resp = respond(&self.conn, &parts);
-        // The request's header map becomes a later response's: with hyper recycling each sent
-        // response's map for the next request, header maps are never allocated in steady state.
-        self.conn
-            .worker
-            .recycle_header_map(std::mem::take(&mut parts.headers));
-        ready(Ok(resp))
+        let (mut parts, body) = req.into_parts();
+        match respond(&self.conn, &parts) {
+            Reply::Now(resp) => {
+                // The request's header map becomes a later response's: with hyper recycling each
+                // sent response's map for the next request, header maps are never allocated in
+                // steady state.
+                self.conn
+                    .worker
+                    .recycle_header_map(std::mem::take(&mut parts.headers));
+                ServiceFuture::Ready(ready(Ok(resp)))
+            }
+            Reply::Archive(dir) => {
+                let conn = self.conn.clone();
+                ServiceFuture::Archive(Box::pin(async move {
+                    Ok(archive(conn, parts, body, dir).await)
+                }))
+            }
+        }
     }
 }
 
+/// The service's future: ready at once for files; an archive first builds its manifest.
+pub enum ServiceFuture {
+    Ready(Ready<Result<Response<Body>, Infallible>>),
+    Archive(Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>>>>),
+}
+
+impl Future for ServiceFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            ServiceFuture::Ready(r) => Pin::new(r).poll(cx),
+            ServiceFuture::Archive(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// What `respond` decided.
+enum Reply {
+    /// The response, ready now.
+    Now(Response<Body>),
+    /// An archive of this directory (relative to the root) was asked for.
+    Archive(String),
+}
+
+impl From<Response<Body>> for Reply {
+    fn from(r: Response<Body>) -> Reply {
+        Reply::Now(r)
+    }
+}
+
+/// Whether the query asks for an archive (`download=zip`).
+fn wants_archive(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.contains("download=zip")
+            && form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "download" && v == "zip")
+    })
+}
+
 /// Answer one request.
-fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<Body> {
+fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
+    if conn.worker.config.zip.enabled && wants_archive(req.uri.query()) {
+        if let Some(dir) = archive_dir(conn, req) {
+            return Reply::Archive(dir);
+        }
+    }
+    Reply::Now(respond_file(conn, req))
+}
+
+/// The directory (relative to the root) an archive request names, if it is a well-formed
+/// GET, HEAD or POST of an existing directory; anything else is answered as a file request.
+fn archive_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
+    let config = &conn.worker.config;
+    let hosts = req.headers.get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
+        return None;
+    }
+    if !matches!(req.method, Method::GET | Method::HEAD | Method::POST) {
+        return None;
+    }
+    if req.uri.path_and_query().map_or(1, |pq| pq.as_str().len()) > config.limits.target_bytes {
+        return None;
+    }
+    let mut rel = String::new();
+    normalize(req.uri.path(), &mut rel).ok()?;
+    if config.dotfiles == DotfileRule::Deny && has_dotfile(&rel) {
+        return None;
+    }
+    match conn.worker.open(&rel) {
+        Ok(f) if f.is_dir => Some(rel),
+        _ => None,
+    }
+}
+
+/// Answer a request for a file (or a directory's index).
+fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<Body> {
     let worker = &conn.worker;
     let config = &worker.config;
 
@@ -327,6 +420,247 @@ fn open_error(conn: &Rc<ConnShared>, e: OpenError) -> Response<Body> {
 
 fn not_found(conn: &Rc<ConnShared>) -> Response<Body> {
     error(conn, StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// Answer an archive request for the directory `dir` (relative to the root): read the
+/// selection, take a slot, build the manifest on the blocking pool, then evaluate preconditions
+/// and Range against the archive as one representation.
+async fn archive(
+    conn: Rc<ConnShared>,
+    parts: http::request::Parts,
+    body: Incoming,
+    dir: String,
+) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let worker = conn.worker.clone();
+    let zc = &worker.config.zip;
+    let mut request =
+        match ZipRequest::from_query(parts.uri.query().unwrap_or(""), zc.compress, zc.level) {
+            Ok(Some(r)) => r,
+            Ok(None) => return error(&conn, StatusCode::BAD_REQUEST, "not an archive request\n"),
+            Err(msg) => return text_error(&conn, StatusCode::BAD_REQUEST, msg),
+        };
+    if parts.method == Method::POST {
+        match http_body_util::Limited::new(body, zc.max_request_body)
+            .collect()
+            .await
+        {
+            Ok(collected) => {
+                if let Err(msg) = request.merge_json(&collected.to_bytes()) {
+                    return text_error(&conn, StatusCode::BAD_REQUEST, msg);
+                }
+            }
+            Err(_) => {
+                return error(
+                    &conn,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "selection too large\n",
+                )
+            }
+        }
+    }
+    let Some(permit) = ArchivePermit::try_acquire(&worker.archives, zc.max_concurrent) else {
+        let mut resp = error(
+            &conn,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many archive downloads, retry soon\n",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
+    };
+    let top = match dir.rsplit('/').next() {
+        Some(last) if !last.is_empty() => last.to_string(),
+        _ => zc.root_name.clone(),
+    };
+    let mut filename = request
+        .name
+        .as_deref()
+        .map(disposition::sanitize_name)
+        .unwrap_or_else(|| top.clone());
+    if !filename.to_ascii_lowercase().ends_with(".zip") {
+        filename.push_str(".zip");
+    }
+
+    let (root, symlinks, dotfiles) = (
+        worker.root().clone(),
+        worker.config.symlinks,
+        worker.config.dotfiles,
+    );
+    let limits = manifest::Limits {
+        max_entries: zc.max_entries,
+        max_bytes: zc.max_bytes,
+        crc_ahead_max: zc.crc_ahead_max,
+    };
+    let (compress, level) = (request.compress, request.level);
+    let paths = std::mem::take(&mut request.paths);
+    let build_root = root.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let selection = if paths.is_empty() {
+            Selection::Everything
+        } else {
+            Selection::Paths(&paths)
+        };
+        manifest::build(&BuildInput {
+            root: &build_root,
+            dir_rel: &dir,
+            top: &top,
+            selection,
+            symlinks,
+            dotfiles,
+            compress,
+            level,
+            limits,
+        })
+    })
+    .await;
+    let m = match built {
+        Ok(Ok(m)) => Arc::new(m),
+        Ok(Err(ManifestError::BadPath(msg))) => {
+            return text_error(&conn, StatusCode::BAD_REQUEST, msg + "\n")
+        }
+        Ok(Err(ManifestError::NotFound(msg))) => {
+            return text_error(&conn, StatusCode::NOT_FOUND, msg + "\n")
+        }
+        Ok(Err(ManifestError::TooLarge(msg))) => {
+            return text_error(&conn, StatusCode::FORBIDDEN, msg + "\n")
+        }
+        Ok(Err(ManifestError::Io(e))) => {
+            tracing::error!(error = %e, "cannot list a directory for an archive");
+            return error(
+                &conn,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal server error\n",
+            );
+        }
+        Err(_) => {
+            return error(
+                &conn,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal server error\n",
+            )
+        }
+    };
+
+    let is_head = parts.method == Method::HEAD;
+    let mut status = StatusCode::OK;
+    let mut span = (0, m.total_len);
+    if m.sized {
+        let validators = Validators {
+            etag: &m.etag,
+            last_modified: m.last_modified.max(0) as u64,
+        };
+        match conditional::evaluate(&parts.headers, validators) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => {
+                let mut resp = new_response(&conn, Body::empty(&conn));
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                archive_validators(resp.headers_mut(), &m);
+                return resp;
+            }
+            Precondition::Failed => {
+                return error(
+                    &conn,
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition failed\n",
+                )
+            }
+        }
+        if parts.method == Method::GET {
+            // Only single ranges: a multipart archive would help no client, and RFC 9110 lets a
+            // server send the whole representation instead.
+            match archive_range(&parts.headers, &m, validators) {
+                RangeOutcome::Partial(r) if r.len() == 1 => {
+                    status = StatusCode::PARTIAL_CONTENT;
+                    span = (r[0].first, r[0].len());
+                }
+                RangeOutcome::Unsatisfiable => {
+                    let mut resp = error(
+                        &conn,
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "range not satisfiable\n",
+                    );
+                    resp.headers_mut().insert(
+                        header::CONTENT_RANGE,
+                        content_range(format_args!("bytes */{}", m.total_len)),
+                    );
+                    return resp;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let body = if is_head {
+        if m.sized {
+            Body::head(m.total_len, &conn)
+        } else {
+            Body::empty(&conn)
+        }
+    } else {
+        let len = if m.sized { span.1 } else { u64::MAX };
+        let stream = ZipStream::new(m.clone(), conn.clone(), root, symlinks, span.0, len, permit);
+        Body::zip(stream, m.sized, &conn)
+    };
+    let mut resp = new_response(&conn, body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, APPLICATION_ZIP);
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        header_value(disposition::attachment(&filename)),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    if m.sized {
+        h.insert(header::ACCEPT_RANGES, BYTES);
+        archive_validators(h, &m);
+        if status == StatusCode::PARTIAL_CONTENT {
+            let last = span.0 + span.1 - 1;
+            h.insert(
+                header::CONTENT_RANGE,
+                content_range(format_args!("bytes {}-{last}/{}", span.0, m.total_len)),
+            );
+        }
+    } else {
+        h.insert(header::ACCEPT_RANGES, NO_RANGES);
+    }
+    resp
+}
+
+fn archive_range(headers: &HeaderMap, m: &Manifest, v: Validators<'_>) -> RangeOutcome {
+    let mut all = headers.get_all(header::RANGE).iter();
+    let Some(range) = all.next() else {
+        return RangeOutcome::Full;
+    };
+    if all.next().is_some() {
+        return RangeOutcome::Full;
+    }
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        if !conditional::if_range_allows(if_range.as_bytes(), v) {
+            return RangeOutcome::Full;
+        }
+    }
+    range::evaluate(range.as_bytes(), m.total_len, 1)
+}
+
+fn archive_validators(h: &mut HeaderMap, m: &Manifest) {
+    h.insert(header::ETAG, header_value(m.etag.clone()));
+    let lm = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.last_modified.max(0) as u64);
+    h.insert(
+        header::LAST_MODIFIED,
+        header_value(httpdate::fmt_http_date(lm)),
+    );
+}
+
+/// A plain-text error whose text is built here (it may name a selected path, always quoted and
+/// escaped with `{:?}`).
+fn text_error(conn: &Rc<ConnShared>, status: StatusCode, text: String) -> Response<Body> {
+    let mut resp = new_response(conn, Body::bytes(Bytes::from(text), conn));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, TEXT_PLAIN);
+    resp.headers_mut()
+        .insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    resp
 }
 
 /// A response whose header map comes from the worker's recycled maps.

@@ -19,7 +19,7 @@ use crate::sys::{open_beneath, Mapping, SymlinkRule};
 /// What identifies a file's current content without reading it. Two nodes holding the same file
 /// with the same mtime and size give the same ETag, so the tag leaves out dev/ino/ctime; the cache
 /// still compares those to notice a replaced file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileKey {
     pub dev: u64,
     pub ino: u64,

@@ -20,3 +20,5 @@ mod ranges;
 mod traversal;
 /// The zero-copy engine: sendfile counters, big and sparse files, truncation, slow readers.
 mod zero_copy;
+/// ZIP archives: every reader, resume, selections, limits, zip64, memory.
+mod zip;

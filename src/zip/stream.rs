@@ -1,0 +1,603 @@
+//! The archive as a response body: a state machine over the archive's pieces (local header,
+//! file data or stored blocks, descriptor, central directory records, end records) that can start
+//! at any byte, for Range requests.
+//!
+//! Headers are written into pooled buffers; stored file data leaves as `FileBuf`s, that is by
+//! sendfile(2), exactly like a plain file GET. Deflated entries are compressed on the blocking
+//! pool and arrive through a two-slot channel, so a slow client stalls the compressor instead of
+//! growing a buffer. Before and after its data is sent, every file is compared with the identity
+//! the manifest recorded: a file that changed aborts the response (never a wrong CRC, never
+//! padding).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::crc;
+use super::format::{self, Kind, BLOCK};
+use super::manifest::Manifest;
+use crate::body::{Chunk, FileBuf};
+use crate::config::SymlinkRule;
+use crate::fs::{self, FileKey, OpenFile};
+use crate::io::ConnShared;
+use crate::pool::{PooledBuf, PooledSlice};
+
+/// Central directory records are batched into buffers of about this size.
+const CENTRAL_BATCH: usize = 32 * 1024;
+/// Compressed output is handed to the stream in chunks of about this size.
+const DEFLATE_CHUNK: usize = 64 * 1024;
+
+/// One archive stream counted against the concurrency limit while it lives.
+#[derive(Debug)]
+pub struct ArchivePermit(Arc<AtomicUsize>);
+
+impl ArchivePermit {
+    /// Take a slot if fewer than `max` archives are streaming.
+    pub fn try_acquire(active: &Arc<AtomicUsize>, max: usize) -> Option<ArchivePermit> {
+        let mut now = active.load(Ordering::Relaxed);
+        loop {
+            if now >= max {
+                return None;
+            }
+            match active.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(ArchivePermit(active.clone())),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+}
+
+impl Drop for ArchivePermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Piece {
+    Local(usize),
+    /// A Stored entry's bytes.
+    Data(usize),
+    /// Block `k` of a StoredBlocks entry: its 5-byte header, then its bytes.
+    BlockHead(usize, u64),
+    Block(usize, u64),
+    /// A Deflate entry's compressed bytes.
+    Deflated(usize),
+    /// Compare the file just sent with the manifest, then go on to `next`.
+    Verify(usize),
+    Descriptor(usize),
+    Central(usize),
+    End,
+    Done,
+}
+
+enum DeflateMsg {
+    Data(Bytes),
+    Done { crc: u32, csize: u64 },
+}
+
+/// The body of a ZIP response.
+pub struct ZipStream {
+    m: Arc<Manifest>,
+    conn: Rc<ConnShared>,
+    root: Arc<File>,
+    rule: SymlinkRule,
+    crcs: Vec<u32>,
+    crc_rx: mpsc::UnboundedReceiver<io::Result<u32>>,
+    piece: Piece,
+    /// Bytes at the start of the current piece that lie before the requested range.
+    skip: u64,
+    /// Bytes still to send (the range's length; the whole archive when unsized).
+    remaining: u64,
+    /// Archive bytes produced so far (offsets of an unsized archive are learned this way).
+    written: u64,
+    /// Unsized archives: real offsets, compressed sizes and CRCs of deflated entries.
+    offsets: Vec<u64>,
+    deflated: Vec<(u32, u64)>,
+    cd_start: u64,
+    file: Option<Arc<OpenFile>>,
+    deflate: Option<mpsc::Receiver<io::Result<DeflateMsg>>>,
+    _permit: ArchivePermit,
+}
+
+impl ZipStream {
+    /// A stream of bytes `[start, start + len)` of the archive (`len = u64::MAX`: all of an
+    /// unsized archive).
+    pub fn new(
+        m: Arc<Manifest>,
+        conn: Rc<ConnShared>,
+        root: Arc<File>,
+        rule: SymlinkRule,
+        start: u64,
+        len: u64,
+        permit: ArchivePermit,
+    ) -> ZipStream {
+        let crc_rx = crc::prefetch(m.clone(), root.clone(), rule);
+        let n = m.entries.len();
+        let sized = m.sized;
+        let mut s = ZipStream {
+            m,
+            conn,
+            root,
+            rule,
+            crcs: Vec::with_capacity(n),
+            crc_rx,
+            piece: Piece::Local(0),
+            skip: 0,
+            remaining: len,
+            written: start,
+            offsets: if sized { Vec::new() } else { vec![0; n] },
+            deflated: if sized { Vec::new() } else { vec![(0, 0); n] },
+            cd_start: 0,
+            file: None,
+            deflate: None,
+            _permit: permit,
+        };
+        if sized && start > 0 {
+            s.seek(start);
+        }
+        s
+    }
+
+    /// Bytes left to send.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Position the stream at archive byte `at` (sized archives).
+    fn seek(&mut self, at: u64) {
+        let m = &self.m;
+        if at >= m.cd_offset {
+            let mut pos = m.cd_offset;
+            for i in 0..m.entries.len() {
+                let e = &m.entries[i];
+                let len = format::central_len(m.name(e).len(), e.size, e.csize, e.offset);
+                if at < pos + len {
+                    (self.piece, self.skip) = (Piece::Central(i), at - pos);
+                    return;
+                }
+                pos += len;
+            }
+            (self.piece, self.skip) = (Piece::End, at - pos);
+            return;
+        }
+        let i = m.entry_at(at);
+        let e = &m.entries[i];
+        let rel = at - e.offset;
+        let local = format::local_header_len(m.name(e).len(), e.zip64);
+        (self.piece, self.skip) = if rel < local {
+            (Piece::Local(i), rel)
+        } else if rel - local < e.csize {
+            let rel = rel - local;
+            match e.kind {
+                Kind::StoredBlocks => {
+                    let (k, within) = (rel / (BLOCK + 5), rel % (BLOCK + 5));
+                    if within < 5 {
+                        (Piece::BlockHead(i, k), within)
+                    } else {
+                        (Piece::Block(i, k), within - 5)
+                    }
+                }
+                _ => (Piece::Data(i), rel),
+            }
+        } else {
+            (Piece::Descriptor(i), rel - local - e.csize)
+        };
+    }
+
+    /// The next chunk of the archive.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Chunk>>> {
+        loop {
+            if self.remaining == 0 {
+                self.piece = Piece::Done;
+            }
+            let step = match self.piece {
+                Piece::Done => return Poll::Ready(None),
+                Piece::Local(i) => ready!(self.local(cx, i)),
+                Piece::Data(i) => self.data(i),
+                Piece::BlockHead(i, k) => Ok(self.block_head(i, k)),
+                Piece::Block(i, k) => self.block(i, k),
+                Piece::Deflated(i) => ready!(self.deflated(cx, i)),
+                Piece::Verify(i) => self.verify(i).map(|()| None),
+                Piece::Descriptor(i) => ready!(self.descriptor(cx, i)),
+                Piece::Central(i) => ready!(self.central(cx, i)),
+                Piece::End => Ok(self.end()),
+            };
+            match step {
+                Ok(Some(chunk)) => return Poll::Ready(Some(Ok(chunk))),
+                Ok(None) => continue,
+                Err(e) => {
+                    self.piece = Piece::Done;
+                    tracing::warn!(error = %e, "archive aborted");
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+
+    fn poll_crc(&mut self, cx: &mut Context<'_>, i: usize) -> Poll<io::Result<u32>> {
+        if self.m.entries[i].kind == Kind::Deflate {
+            return Poll::Ready(Ok(self.deflated[i].0));
+        }
+        while self.crcs.len() <= i {
+            match ready!(self.crc_rx.poll_recv(cx)) {
+                Some(Ok(c)) => self.crcs.push(c),
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                None => return Poll::Ready(Err(io::Error::other("CRC computation stopped"))),
+            }
+        }
+        Poll::Ready(Ok(self.crcs[i]))
+    }
+
+    /// Hand out `[skip, len)` of a generated piece, clipped to the range.
+    fn emit(&mut self, buf: PooledBuf) -> Option<Chunk> {
+        let len = buf.len() as u64;
+        let start = self.skip.min(len);
+        self.skip -= start;
+        let end = len.min(start.saturating_add(self.remaining));
+        self.written += len - start;
+        if start >= end {
+            return None;
+        }
+        self.remaining -= end - start;
+        Some(Chunk::Pooled(PooledSlice::new(
+            buf.share(),
+            start as usize,
+            end as usize,
+        )))
+    }
+
+    /// Hand out bytes `[from + skip, to)` of the current file, clipped to the range.
+    fn emit_file(&mut self, from: u64, to: u64) -> io::Result<Option<Chunk>> {
+        let start = from + self.skip;
+        self.skip = 0;
+        let end = to.min(start.saturating_add(self.remaining));
+        self.written += to - start;
+        if start >= end {
+            return Ok(None);
+        }
+        self.remaining -= end - start;
+        let file = self
+            .file
+            .clone()
+            .ok_or_else(|| io::Error::other("no open file"))?;
+        if file.map.is_none() {
+            // Not mappable (unusual file system): copy this range through a buffer.
+            let mut buf = vec![0u8; (end - start) as usize];
+            file.file.read_exact_at(&mut buf, start)?;
+            crate::stats::WorkerStats::add(&self.conn.worker.stats().copied_bytes, end - start);
+            return Ok(Some(Chunk::Bytes(Bytes::from(buf))));
+        }
+        Ok(Some(Chunk::File(FileBuf::new(
+            file,
+            start as usize,
+            end as usize,
+            self.conn.clone(),
+        ))))
+    }
+
+    fn after_local(&self, i: usize) -> Piece {
+        let e = &self.m.entries[i];
+        match e.kind {
+            Kind::Dir => Piece::Local(i + 1),
+            Kind::Stored if e.size == 0 => Piece::Local(i + 1),
+            Kind::Stored => Piece::Data(i),
+            Kind::StoredBlocks => Piece::BlockHead(i, 0),
+            Kind::Deflate => Piece::Deflated(i),
+        }
+    }
+
+    fn local(&mut self, cx: &mut Context<'_>, i: usize) -> Poll<io::Result<Option<Chunk>>> {
+        let m = self.m.clone();
+        if i == m.entries.len() {
+            self.piece = Piece::Central(0);
+            return Poll::Ready(Ok(None));
+        }
+        let e = &m.entries[i];
+        let crc = if e.kind == Kind::Stored && e.size > 0 {
+            ready!(self.poll_crc(cx, i))?
+        } else {
+            0
+        };
+        let mut h = m.header(i, crc);
+        if !m.sized {
+            self.offsets[i] = self.written;
+            h.offset = self.written;
+        }
+        let mut buf =
+            PooledBuf::with_capacity(format::local_header_len(h.name.len(), h.zip64) as usize);
+        format::write_local_header(buf.vec_mut(), &h);
+        if matches!(e.kind, Kind::Stored | Kind::StoredBlocks) && e.size > 0 {
+            self.file = Some(self.open(i)?);
+        }
+        self.piece = self.after_local(i);
+        Poll::Ready(Ok(self.emit(buf)))
+    }
+
+    /// Open entry `i` through the worker's open-file cache and check it is the file the
+    /// manifest describes.
+    fn open(&self, i: usize) -> io::Result<Arc<OpenFile>> {
+        let e = &self.m.entries[i];
+        let path = self.m.disk_path(e);
+        match self.conn.worker.open(path) {
+            Ok(f) if f.key == e.key => Ok(f),
+            _ => Err(crc::changed(path)),
+        }
+    }
+
+    fn data(&mut self, i: usize) -> io::Result<Option<Chunk>> {
+        if self.file.is_none() {
+            self.file = Some(self.open(i)?);
+        }
+        self.piece = Piece::Verify(i);
+        self.emit_file(0, self.m.entries[i].size)
+    }
+
+    fn block_head(&mut self, i: usize, k: u64) -> Option<Chunk> {
+        let size = self.m.entries[i].size;
+        let len = (size - (k * BLOCK).min(size)).min(BLOCK);
+        let last = (k + 1) * BLOCK >= size;
+        let mut buf = PooledBuf::with_capacity(5);
+        format::write_block_header(buf.vec_mut(), len as u16, last);
+        self.piece = if len > 0 {
+            Piece::Block(i, k)
+        } else {
+            Piece::Verify(i)
+        };
+        self.emit(buf)
+    }
+
+    fn block(&mut self, i: usize, k: u64) -> io::Result<Option<Chunk>> {
+        if self.file.is_none() {
+            self.file = Some(self.open(i)?);
+        }
+        let size = self.m.entries[i].size;
+        let (from, to) = (k * BLOCK, ((k + 1) * BLOCK).min(size));
+        self.piece = if to < size {
+            Piece::BlockHead(i, k + 1)
+        } else {
+            Piece::Verify(i)
+        };
+        self.emit_file(from, to)
+    }
+
+    fn verify(&mut self, i: usize) -> io::Result<()> {
+        let e = &self.m.entries[i];
+        if let Some(file) = self.file.take() {
+            if fs::file_key(&file.file.metadata()?) != e.key {
+                return Err(crc::changed(self.m.disk_path(e)));
+            }
+        }
+        self.piece = if e.kind.has_descriptor() {
+            Piece::Descriptor(i)
+        } else {
+            Piece::Local(i + 1)
+        };
+        Ok(())
+    }
+
+    fn deflated(&mut self, cx: &mut Context<'_>, i: usize) -> Poll<io::Result<Option<Chunk>>> {
+        let m = self.m.clone();
+        let e = &m.entries[i];
+        let rx = self.deflate.get_or_insert_with(|| {
+            spawn_deflate(
+                self.root.clone(),
+                self.rule,
+                m.disk_path(e).to_string(),
+                e.key,
+                m.level,
+            )
+        });
+        match ready!(rx.poll_recv(cx)) {
+            Some(Ok(DeflateMsg::Data(bytes))) => {
+                let n = bytes.len() as u64;
+                self.written += n;
+                self.remaining = self.remaining.saturating_sub(n);
+                Poll::Ready(Ok(Some(Chunk::Bytes(bytes))))
+            }
+            Some(Ok(DeflateMsg::Done { crc, csize })) => {
+                self.deflated[i] = (crc, csize);
+                self.deflate = None;
+                self.piece = Piece::Descriptor(i);
+                Poll::Ready(Ok(None))
+            }
+            Some(Err(e)) => Poll::Ready(Err(e)),
+            None => Poll::Ready(Err(io::Error::other("compression stopped"))),
+        }
+    }
+
+    fn descriptor(&mut self, cx: &mut Context<'_>, i: usize) -> Poll<io::Result<Option<Chunk>>> {
+        let crc = ready!(self.poll_crc(cx, i))?;
+        let e = &self.m.entries[i];
+        let csize = if e.kind == Kind::Deflate {
+            self.deflated[i].1
+        } else {
+            e.csize
+        };
+        let mut buf = PooledBuf::with_capacity(24);
+        format::write_descriptor(buf.vec_mut(), crc, csize, e.size, e.zip64);
+        self.piece = Piece::Local(i + 1);
+        Poll::Ready(Ok(self.emit(buf)))
+    }
+
+    fn central(&mut self, cx: &mut Context<'_>, first: usize) -> Poll<io::Result<Option<Chunk>>> {
+        let m = self.m.clone();
+        if first == 0 && self.skip == 0 {
+            self.cd_start = self.written;
+        }
+        // Make sure the CRCs of the whole batch are known before writing any of it.
+        let mut last = first;
+        let mut size = 0usize;
+        while last < m.entries.len() && size < CENTRAL_BATCH {
+            ready!(self.poll_crc(cx, last))?;
+            size +=
+                format::central_len(m.name(&m.entries[last]).len(), u64::MAX, u64::MAX, u64::MAX)
+                    as usize;
+            last += 1;
+        }
+        let mut buf = PooledBuf::with_capacity(size);
+        for i in first..last {
+            let crc = ready!(self.poll_crc(cx, i))?;
+            let mut h = m.header(i, crc);
+            if !m.sized {
+                h.offset = self.offsets[i];
+                if h.kind == Kind::Deflate {
+                    h.csize = self.deflated[i].1;
+                }
+            }
+            format::write_central(buf.vec_mut(), &h);
+        }
+        self.piece = if last < m.entries.len() {
+            Piece::Central(last)
+        } else {
+            Piece::End
+        };
+        Poll::Ready(Ok(self.emit(buf)))
+    }
+
+    fn end(&mut self) -> Option<Chunk> {
+        let n = self.m.entries.len() as u64;
+        let (cd_offset, cd_size) = if self.m.sized {
+            (self.m.cd_offset, self.m.cd_size)
+        } else {
+            (self.cd_start, self.written - self.cd_start)
+        };
+        let mut buf = PooledBuf::with_capacity(format::end_len(n, cd_size, cd_offset) as usize);
+        format::write_end(buf.vec_mut(), n, cd_size, cd_offset);
+        self.piece = Piece::Done;
+        self.emit(buf)
+    }
+}
+
+/// Compress one file on the blocking pool; its output comes through a two-slot channel, so the
+/// compressor waits whenever the client does.
+fn spawn_deflate(
+    root: Arc<File>,
+    rule: SymlinkRule,
+    path: String,
+    key: FileKey,
+    level: u32,
+) -> mpsc::Receiver<io::Result<DeflateMsg>> {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let result = deflate_file(&root, rule, &path, key, level, &tx);
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+fn deflate_file(
+    root: &File,
+    rule: SymlinkRule,
+    path: &str,
+    key: FileKey,
+    level: u32,
+    tx: &mpsc::Sender<io::Result<DeflateMsg>>,
+) -> io::Result<()> {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "client went away");
+    let (file, meta) = fs::open(root, path, rule).map_err(|_| crc::changed(path))?;
+    if fs::file_key(&meta) != key {
+        return Err(crc::changed(path));
+    }
+    let mut comp = Compress::new(Compression::new(level), false);
+    let mut hasher = crc32fast::Hasher::new();
+    let mut input = vec![0u8; DEFLATE_CHUNK];
+    let mut out: Vec<u8> = Vec::with_capacity(DEFLATE_CHUNK + 1024);
+    let mut pos = 0u64;
+    let mut csize = 0u64;
+    let mut stored = false;
+    loop {
+        let want = (key.size - pos).min(DEFLATE_CHUNK as u64) as usize;
+        let n = if want > 0 {
+            file.read_at(&mut input[..want], pos)?
+        } else {
+            0
+        };
+        if want > 0 && n == 0 {
+            return Err(crc::changed(path));
+        }
+        hasher.update(&input[..n]);
+        if pos == 0 && n > 0 {
+            // Already-compressed data (whatever its name) gains nothing and costs ~100x the CPU of
+            // storing: if the first chunk does not shrink below 90%, the entry is written as
+            // stored deflate blocks instead (still method 8, same descriptor).
+            let mut probe = Compress::new(Compression::new(level), false);
+            let mut sample = Vec::with_capacity(n + 1024);
+            let _ = probe.compress_vec(&input[..n], &mut sample, FlushCompress::Finish);
+            stored = sample.len() as f64 > 0.9 * n as f64;
+        }
+        pos += n as u64;
+        let finish = pos >= key.size;
+        if stored {
+            let mut rest = &input[..n];
+            while !rest.is_empty() || (finish && n == 0) {
+                let take = rest.len().min(BLOCK as usize);
+                if out.capacity() - out.len() < take + 5 {
+                    csize += out.len() as u64;
+                    let full =
+                        std::mem::replace(&mut out, Vec::with_capacity(DEFLATE_CHUNK + 1024));
+                    tx.blocking_send(Ok(DeflateMsg::Data(Bytes::from(full))))
+                        .map_err(|_| gone())?;
+                }
+                format::write_block_header(&mut out, take as u16, finish && take == rest.len());
+                out.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if n == 0 {
+                    break;
+                }
+            }
+            if finish {
+                break;
+            }
+            continue;
+        }
+        let flush = if finish {
+            FlushCompress::Finish
+        } else {
+            FlushCompress::None
+        };
+        let mut rest = &input[..n];
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                csize += out.len() as u64;
+                let full = std::mem::replace(&mut out, Vec::with_capacity(DEFLATE_CHUNK + 1024));
+                tx.blocking_send(Ok(DeflateMsg::Data(Bytes::from(full))))
+                    .map_err(|_| gone())?;
+            }
+            let before = comp.total_in();
+            let status = comp
+                .compress_vec(rest, &mut out, flush)
+                .map_err(io::Error::other)?;
+            rest = &rest[(comp.total_in() - before) as usize..];
+            if status == Status::StreamEnd || (!finish && rest.is_empty()) {
+                break;
+            }
+        }
+        if finish {
+            break;
+        }
+    }
+    if !out.is_empty() {
+        csize += out.len() as u64;
+        tx.blocking_send(Ok(DeflateMsg::Data(Bytes::from(out))))
+            .map_err(|_| gone())?;
+    }
+    if fs::file_key(&file.metadata()?) != key {
+        return Err(crc::changed(path));
+    }
+    tx.blocking_send(Ok(DeflateMsg::Done {
+        crc: hasher.finalize(),
+        csize,
+    }))
+    .map_err(|_| gone())
+}
