@@ -292,7 +292,7 @@ fn run_worker(
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(16)
+        .max_blocking_threads(64)
         .thread_name(format!("sendfiled-w{}-blocking", worker.id))
         .build()?;
     let local = LocalSet::new();

@@ -9,9 +9,12 @@
 //! the manifest recorded: a file that changed aborts the response (never a wrong CRC, never
 //! padding).
 
+use std::collections::VecDeque;
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::crc;
 use super::format::{self, Kind, BLOCK};
@@ -33,6 +37,10 @@ use crate::pool::{PooledBuf, PooledSlice};
 const CENTRAL_BATCH: usize = 32 * 1024;
 /// Compressed output is handed to the stream in chunks of about this size.
 const DEFLATE_CHUNK: usize = 64 * 1024;
+/// Deflated entries up to this size are compressed whole, ahead of the stream, in parallel.
+const LOOKAHEAD_MAX: u64 = 1 << 20;
+/// How many such entries may be compressing (or waiting, compressed) at once per archive.
+const LOOKAHEAD_JOBS: usize = 4;
 
 /// One archive stream counted against the concurrency limit while it lives.
 #[derive(Debug)]
@@ -78,6 +86,9 @@ enum Piece {
     Done,
 }
 
+/// A small file compressed whole on the blocking pool: (compressed bytes, CRC).
+type WholeJob = JoinHandle<io::Result<(Bytes, u32)>>;
+
 enum DeflateMsg {
     Data(Bytes),
     Done { crc: u32, csize: u64 },
@@ -104,6 +115,10 @@ pub struct ZipStream {
     cd_start: u64,
     file: Option<Arc<OpenFile>>,
     deflate: Option<mpsc::Receiver<io::Result<DeflateMsg>>>,
+    /// Small deflated entries compressed ahead, in entry order: (index, job).
+    ahead: VecDeque<(usize, WholeJob)>,
+    /// The next entry the look-ahead has not considered yet.
+    ahead_next: usize,
     _permit: ArchivePermit,
 }
 
@@ -138,6 +153,8 @@ impl ZipStream {
             cd_start: 0,
             file: None,
             deflate: None,
+            ahead: VecDeque::new(),
+            ahead_next: 0,
             _permit: permit,
         };
         if sized && start > 0 {
@@ -383,9 +400,52 @@ impl ZipStream {
         Ok(())
     }
 
+    /// Keep up to LOOKAHEAD_JOBS small deflate entries from `i` on compressing on the blocking
+    /// pool. Each job holds at most one compressed small file, so the look-ahead is bounded by
+    /// LOOKAHEAD_JOBS x LOOKAHEAD_MAX bytes.
+    fn top_up_lookahead(&mut self, i: usize) {
+        let m = self.m.clone();
+        self.ahead_next = self.ahead_next.max(i);
+        while self.ahead.len() < LOOKAHEAD_JOBS && self.ahead_next < m.entries.len() {
+            let j = self.ahead_next;
+            self.ahead_next += 1;
+            let e = &m.entries[j];
+            if e.kind == Kind::Deflate && e.size <= LOOKAHEAD_MAX {
+                let (root, rule, path, key, level) = (
+                    self.root.clone(),
+                    self.rule,
+                    m.disk_path(e).to_string(),
+                    e.key,
+                    m.level,
+                );
+                let job = tokio::task::spawn_blocking(move || {
+                    deflate_whole(&root, rule, &path, key, level)
+                });
+                self.ahead.push_back((j, job));
+            }
+        }
+    }
+
     fn deflated(&mut self, cx: &mut Context<'_>, i: usize) -> Poll<io::Result<Option<Chunk>>> {
         let m = self.m.clone();
         let e = &m.entries[i];
+        if e.size <= LOOKAHEAD_MAX {
+            self.top_up_lookahead(i);
+            let Some((j, job)) = self.ahead.front_mut() else {
+                return Poll::Ready(Err(io::Error::other("look-ahead lost an entry")));
+            };
+            debug_assert_eq!(*j, i);
+            let result = ready!(Pin::new(job).poll(cx));
+            self.ahead.pop_front();
+            let (bytes, crc) = result.map_err(io::Error::other)??;
+            self.deflated[i] = (crc, bytes.len() as u64);
+            self.piece = Piece::Descriptor(i);
+            self.top_up_lookahead(i + 1);
+            let n = bytes.len() as u64;
+            self.written += n;
+            self.remaining = self.remaining.saturating_sub(n);
+            return Poll::Ready(Ok((n > 0).then_some(Chunk::Bytes(bytes))));
+        }
         let rx = self.deflate.get_or_insert_with(|| {
             spawn_deflate(
                 self.root.clone(),
@@ -503,19 +563,62 @@ fn deflate_file(
     level: u32,
     tx: &mpsc::Sender<io::Result<DeflateMsg>>,
 ) -> io::Result<()> {
-    use flate2::{Compress, Compression, FlushCompress, Status};
     let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "client went away");
+    let (crc, csize) = deflate_checked(root, rule, path, key, level, &mut |chunk| {
+        tx.blocking_send(Ok(DeflateMsg::Data(Bytes::from(chunk))))
+            .map_err(|_| gone())
+    })?;
+    tx.blocking_send(Ok(DeflateMsg::Done { crc, csize }))
+        .map_err(|_| gone())
+}
+
+/// Compress a small file whole (for the look-ahead): (compressed bytes, CRC).
+fn deflate_whole(
+    root: &File,
+    rule: SymlinkRule,
+    path: &str,
+    key: FileKey,
+    level: u32,
+) -> io::Result<(Bytes, u32)> {
+    let mut all = Vec::new();
+    let (crc, _) = deflate_checked(root, rule, path, key, level, &mut |chunk| {
+        if all.is_empty() {
+            all = chunk;
+        } else {
+            all.extend_from_slice(&chunk);
+        }
+        Ok(())
+    })?;
+    Ok((Bytes::from(all), crc))
+}
+
+/// Open `path`, check it is still the manifest's file, deflate it into `sink` in chunks of about
+/// DEFLATE_CHUNK, and check it again at the end. Returns (CRC, compressed size).
+fn deflate_checked(
+    root: &File,
+    rule: SymlinkRule,
+    path: &str,
+    key: FileKey,
+    level: u32,
+    sink: &mut dyn FnMut(Vec<u8>) -> io::Result<()>,
+) -> io::Result<(u32, u64)> {
+    use flate2::{FlushCompress, Status};
     let (file, meta) = fs::open(root, path, rule).map_err(|_| crc::changed(path))?;
     if fs::file_key(&meta) != key {
         return Err(crc::changed(path));
     }
-    let mut comp = Compress::new(Compression::new(level), false);
+    let mut comp = take_compressor(level);
     let mut hasher = crc32fast::Hasher::new();
     let mut input = vec![0u8; DEFLATE_CHUNK];
     let mut out: Vec<u8> = Vec::with_capacity(DEFLATE_CHUNK + 1024);
     let mut pos = 0u64;
     let mut csize = 0u64;
     let mut stored = false;
+    let mut flush_out = |out: &mut Vec<u8>, csize: &mut u64| -> io::Result<()> {
+        *csize += out.len() as u64;
+        let full = std::mem::replace(out, Vec::with_capacity(DEFLATE_CHUNK + 1024));
+        sink(full)
+    };
     loop {
         let want = (key.size - pos).min(DEFLATE_CHUNK as u64) as usize;
         let n = if want > 0 {
@@ -527,60 +630,76 @@ fn deflate_file(
             return Err(crc::changed(path));
         }
         hasher.update(&input[..n]);
-        if pos == 0 && n > 0 {
-            // Already-compressed data (whatever its name) gains nothing and costs ~100x the CPU of
-            // storing: if the first chunk does not shrink below 90%, the entry is written as
-            // stored deflate blocks instead (still method 8, same descriptor).
-            let mut probe = Compress::new(Compression::new(level), false);
-            let mut sample = Vec::with_capacity(n + 1024);
-            let _ = probe.compress_vec(&input[..n], &mut sample, FlushCompress::Finish);
-            stored = sample.len() as f64 > 0.9 * n as f64;
-        }
+        let first = pos == 0;
         pos += n as u64;
         let finish = pos >= key.size;
+        if first && n > 0 {
+            // Already-compressed data (whatever its name) gains nothing and costs ~100x the CPU
+            // of storing. The first chunk is compressed and flushed on its own; if it does not
+            // shrink below 90%, that output is dropped and the entry is written as stored
+            // deflate blocks instead (still method 8, same descriptor).
+            let flush = if finish {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::Sync
+            };
+            let mut rest = &input[..n];
+            loop {
+                if out.capacity() - out.len() < 1024 {
+                    out.reserve(DEFLATE_CHUNK);
+                }
+                let before = comp.total_in();
+                let status = comp
+                    .compress_vec(rest, &mut out, flush)
+                    .map_err(io::Error::other)?;
+                rest = &rest[(comp.total_in() - before) as usize..];
+                if status == Status::StreamEnd || (rest.is_empty() && out.capacity() > out.len()) {
+                    break;
+                }
+            }
+            if out.len() as f64 > 0.9 * n as f64 {
+                stored = true;
+                out.clear();
+            } else {
+                if finish {
+                    break;
+                }
+                continue;
+            }
+        }
         if stored {
             let mut rest = &input[..n];
-            while !rest.is_empty() || (finish && n == 0) {
+            loop {
                 let take = rest.len().min(BLOCK as usize);
                 if out.capacity() - out.len() < take + 5 {
-                    csize += out.len() as u64;
-                    let full =
-                        std::mem::replace(&mut out, Vec::with_capacity(DEFLATE_CHUNK + 1024));
-                    tx.blocking_send(Ok(DeflateMsg::Data(Bytes::from(full))))
-                        .map_err(|_| gone())?;
+                    flush_out(&mut out, &mut csize)?;
                 }
                 format::write_block_header(&mut out, take as u16, finish && take == rest.len());
                 out.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
-                if n == 0 {
+                if rest.is_empty() {
                     break;
                 }
             }
-            if finish {
-                break;
-            }
-            continue;
-        }
-        let flush = if finish {
-            FlushCompress::Finish
         } else {
-            FlushCompress::None
-        };
-        let mut rest = &input[..n];
-        loop {
-            if out.capacity() - out.len() < 1024 {
-                csize += out.len() as u64;
-                let full = std::mem::replace(&mut out, Vec::with_capacity(DEFLATE_CHUNK + 1024));
-                tx.blocking_send(Ok(DeflateMsg::Data(Bytes::from(full))))
-                    .map_err(|_| gone())?;
-            }
-            let before = comp.total_in();
-            let status = comp
-                .compress_vec(rest, &mut out, flush)
-                .map_err(io::Error::other)?;
-            rest = &rest[(comp.total_in() - before) as usize..];
-            if status == Status::StreamEnd || (!finish && rest.is_empty()) {
-                break;
+            let flush = if finish {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::None
+            };
+            let mut rest = &input[..n];
+            loop {
+                if out.capacity() - out.len() < 1024 {
+                    flush_out(&mut out, &mut csize)?;
+                }
+                let before = comp.total_in();
+                let status = comp
+                    .compress_vec(rest, &mut out, flush)
+                    .map_err(io::Error::other)?;
+                rest = &rest[(comp.total_in() - before) as usize..];
+                if status == Status::StreamEnd || (!finish && rest.is_empty()) {
+                    break;
+                }
             }
         }
         if finish {
@@ -588,16 +707,32 @@ fn deflate_file(
         }
     }
     if !out.is_empty() {
-        csize += out.len() as u64;
-        tx.blocking_send(Ok(DeflateMsg::Data(Bytes::from(out))))
-            .map_err(|_| gone())?;
+        flush_out(&mut out, &mut csize)?;
     }
+    give_back_compressor(level, comp);
     if fs::file_key(&file.metadata()?) != key {
         return Err(crc::changed(path));
     }
-    tx.blocking_send(Ok(DeflateMsg::Done {
-        crc: hasher.finalize(),
-        csize,
-    }))
-    .map_err(|_| gone())
+    Ok((hasher.finalize(), csize))
+}
+
+thread_local! {
+    /// One compressor per blocking thread, reset between files: zlib's state is a few hundred
+    /// KiB, too much to allocate and clear per small file.
+    static COMPRESSOR: std::cell::RefCell<Option<(u32, flate2::Compress)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn take_compressor(level: u32) -> flate2::Compress {
+    let cached = COMPRESSOR.with(|c| c.borrow_mut().take());
+    match cached {
+        Some((l, mut comp)) if l == level => {
+            comp.reset();
+            comp
+        }
+        _ => flate2::Compress::new(flate2::Compression::new(level), false),
+    }
+}
+
+fn give_back_compressor(level: u32, comp: flate2::Compress) {
+    COMPRESSOR.with(|c| *c.borrow_mut() = Some((level, comp)));
 }
