@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 DURATION = int(os.environ.get("DURATION", "5"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 BYTE_CASES = ("1m-16", "256m-4")
+RUN_ZIP = True
 BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/sendfiled-bench"))
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
@@ -39,6 +40,13 @@ CASES = [
     ("1k-close", "1 KiB, new connection per request, 64 conns", 64, "/1k.bin", ["-H", "Connection: close"]),
     ("1k-c1000", "1 KiB, keep-alive, 1000 conns", 1000, "/1k.bin", ["--timeout", "10s"]),
 ]
+
+# Archive cases, sendfiled only (nginx has no built-in archives): name, description, conns, path.
+ZIP_CASES = [
+    ("zip-stored", "stored archive: 256 MiB file + 1000 small files", 4, "/zipsrc/?download=zip&compress=store"),
+    ("zip-deflate", "deflate archive of 64 MiB of text, level 3", 2, "/text/?download=zip&compress=deflate&level=3"),
+]
+TEXT_BYTES = 64 << 20
 
 LUA = {
     "small.lua": """
@@ -84,6 +92,26 @@ def make_corpus():
         size = 512 + (i * 7717) % (32 * 1024)
         if not p.exists() or p.stat().st_size != size:
             p.write_bytes(rng.randbytes(size))
+    # The archive source: the same 256 MiB file and small files, as hard links.
+    (CORPUS / "zipsrc" / "small").mkdir(parents=True, exist_ok=True)
+    for src, dst in [("256m.bin", "zipsrc/256m.bin")] + [(f"small/{i:04d}.bin", f"zipsrc/small/{i:04d}.bin") for i in range(1000)]:
+        if not (CORPUS / dst).exists():
+            os.link(CORPUS / src, CORPUS / dst)
+    # 64 MiB of text in 64 files, from a fixed word list and seed.
+    (CORPUS / "text").mkdir(exist_ok=True)
+    words = ("the of and to in is that for it as was with be by on not he this are or his from at which "
+             "but have an they you were her she there been one all we their has would when if so no will "
+             "server request response archive deflate origin cache header range bytes file directory").split()
+    for i in range(64):
+        p = CORPUS / "text" / f"{i:02d}.txt"
+        if not p.exists() or p.stat().st_size != TEXT_BYTES // 64:
+            out = []
+            size = 0
+            while size < TEXT_BYTES // 64:
+                line = " ".join(rng.choice(words) for _ in range(12)) + "\n"
+                out.append(line)
+                size += len(line)
+            p.write_text("".join(out)[: TEXT_BYTES // 64])
     for name, text in LUA.items():
         (BENCH_DIR / name).write_text(text)
     os.chmod(BENCH_DIR, 0o755)
@@ -234,6 +262,24 @@ def run_matrix(selected):
                     f"{r['mb'] / max(r['cpu'], 1e-9):8.1f} MB/cpu-s p99 {r['p99']}"
                     + (f"  NON-2XX {r['non2xx']}" if r["non2xx"] else "")
                     + (f"  SOCKERR {r['sockerr']}" if r["sockerr"] else ""))
+        for name, desc, conns, target in (ZIP_CASES if RUN_ZIP else []):
+            proc = procs["sendfiled"]
+            # The archive's own size, to turn bytes received into bytes of input (wrk counts bytes
+            # of requests still running at the end; completed requests would not).
+            one = subprocess.run(["curl", "-s", f"http://127.0.0.1:{PORTS['sendfiled']}{target}"], capture_output=True).stdout
+            results[("sendfiled", name + "-size")] = len(one)
+            rs = []
+            for _ in range(ROUNDS):
+                wrk("sendfiled", conns, target, ["--timeout", "60s"], 1)
+                c0 = cpu_seconds(proc)
+                r = wrk("sendfiled", conns, target, ["--timeout", "60s", "--latency"], DURATION)
+                r["cpu"] = cpu_seconds(proc) - c0
+                rs.append(r)
+            rs.sort(key=lambda r: r["reqs"] / max(r["cpu"], 1e-9))
+            r = rs[len(rs) // 2]
+            results[("sendfiled", name)] = r
+            log(f"  {name:12} sendfiled {r['reqs'] / r['secs']:9.2f} req/s {r['mb'] / r['secs']:8.1f} MB/s "
+                f"cpu {r['cpu']:5.2f}s {r['mb'] / max(r['cpu'], 1e-9):8.1f} MB/cpu-s (as sent)")
         for server, proc in procs.items():
             results[(server, "rss")] = peak_rss_kib(proc)
     finally:
@@ -303,6 +349,27 @@ def report(selected, results, cold):
         for label, r, rt in (("nginx", n, ""), ("sendfiled", s, f"**{ratio:.2f}×**")):
             lines.append(f"| {desc} | {label} | {r['reqs'] / r['secs']:.0f} | {r['mb'] / r['secs']:.1f} | "
                          f"{per_cpu(r, 'reqs'):.0f} | {per_cpu(r, 'mb'):.1f} | {r['p99']} | {rt} |")
+    if ("sendfiled", "zip-stored") in results:
+        z = results[("sendfiled", "zip-stored")]
+        zip_mb_per_cpu = z["mb"] / max(z["cpu"], 1e-9)
+        lines += ["", "Archives (sendfiled only; the same worker and core):", "",
+                  "| case | req/s | MB/s sent | MB per CPU-s | compared with |", "|---|---:|---:|---:|---|"]
+        ref = ""
+        if ("sendfiled", "256m-4") in results and ("sendfiled", "small-1000") in results:
+            big, small = results[("sendfiled", "256m-4")], results[("sendfiled", "small-1000")]
+            big_rate = big["mb"] / max(big["cpu"], 1e-9)
+            small_rate = small["mb"] / max(small["cpu"], 1e-9)
+            small_mb = sum((512 + (i * 7717) % (32 * 1024)) for i in range(1000)) / 1e6
+            plain = (268.435456 + small_mb) / (268.435456 / big_rate + small_mb / small_rate)
+            ref = f"the same files served plainly: {plain:.1f} MB per CPU-s, ratio **{zip_mb_per_cpu / plain:.2f}×**"
+        lines.append(f"| {dict((c[0], c[1]) for c in ZIP_CASES)['zip-stored']} | {z['reqs'] / z['secs']:.2f} | "
+                     f"{z['mb'] / z['secs']:.1f} | {zip_mb_per_cpu:.1f} | {ref} |")
+    if ("sendfiled", "zip-deflate") in results:
+        d = results[("sendfiled", "zip-deflate")]
+        text_mb = d["mb"] * TEXT_BYTES / max(results[("sendfiled", "zip-deflate-size")], 1)
+        lines.append(f"| {dict((c[0], c[1]) for c in ZIP_CASES)['zip-deflate']} | {d['reqs'] / d['secs']:.2f} | "
+                     f"{d['mb'] / d['secs']:.1f} | {d['mb'] / max(d['cpu'], 1e-9):.1f} | "
+                     f"**{text_mb / max(d['cpu'], 1e-9):.1f} MB of text deflated per CPU-s** |")
     lines += ["", f"Peak RSS over the matrix: nginx (master + worker) {results[('nginx', 'rss')] / 1024:.1f} MiB, "
               f"sendfiled {results[('sendfiled', 'rss')] / 1024:.1f} MiB."]
     if cold:
@@ -323,7 +390,7 @@ def svg(ratios):
     """A horizontal bar chart of sendfiled/nginx per CPU-second, with the 1.0 line."""
     w, bar, gap, left, top = 760, 22, 8, 330, 40
     h = top + len(ratios) * (bar + gap) + 40
-    scale = (w - left - 60) / max(2.0, max(r for _, r in ratios) * 1.1)
+    scale = (w - left - 60) / max([2.0] + [r * 1.1 for _, r in ratios])
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="13">',
            f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">sendfiled / nginx, work per server CPU-second</text>']
     for i, (desc, r) in enumerate(ratios):
@@ -344,6 +411,8 @@ def main():
     make_corpus()
     wanted = os.environ.get("CASES")
     selected = [c for c in CASES if not wanted or c[0] in wanted.split(",")]
+    global RUN_ZIP
+    RUN_ZIP = not wanted or "zip" in wanted
     results = run_matrix(selected)
     cold = cold_isolation() if not wanted else {}
     report(selected, results, cold)
