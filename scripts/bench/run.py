@@ -160,7 +160,18 @@ http {{
     return conf
 
 
+def port_taken(port):
+    import socket
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def start(server):
+    # A leftover server on the same port would share it through SO_REUSEPORT and take part of
+    # the load unmeasured: refuse to run instead.
+    if port_taken(PORTS[server]):
+        raise SystemExit(f"port {PORTS[server]} is already in use (a leftover {server}?); stop it first")
     if server == "nginx":
         nginx = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
         cmd = ["taskset", "-c", SERVER_CPU, nginx, "-c", str(nginx_conf()), "-e", str(BENCH_DIR / "nginx-error.log")]
