@@ -151,16 +151,6 @@ impl Body {
     pub fn zip(stream: ZipStream, sized: bool, conn: &Rc<ConnShared>) -> Body {
         Body::new(Kind::Zip(Box::new(stream), sized), conn)
     }
-
-    /// The exact length, as hyper will announce it.
-    pub fn len(&self) -> u64 {
-        http_body::Body::size_hint(self).exact().unwrap_or(0)
-    }
-
-    /// Whether the body has no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl http_body::Body for Body {

@@ -41,6 +41,26 @@ fn is_resident(file: &OpenFile, offset: usize, len: usize) -> bool {
     file.map.as_ref().is_none_or(|m| m.is_resident(offset, len))
 }
 
+/// Bring `[offset, offset + len)` of `file` into the page cache and wait until it is there:
+/// readahead(2) submits the reads but may return before they finish, and a sendfile on the worker
+/// would then wait for the disk after all. A one-byte pread every 128 KiB (the reads' unit) and at
+/// the end blocks until those pages are read; only those bytes are copied. Blocking pool only.
+fn warm_range(file: &std::fs::File, offset: u64, len: usize) {
+    use std::os::unix::fs::FileExt;
+    const STRIDE: u64 = 128 * 1024;
+    let _ = crate::sys::readahead(file, offset, len);
+    let end = offset + len as u64;
+    let mut byte = [0u8; 1];
+    let mut at = offset;
+    while at < end {
+        if file.read_at(&mut byte, at).unwrap_or(0) == 0 {
+            return;
+        }
+        at += STRIDE;
+    }
+    let _ = file.read_at(&mut byte, end.saturating_sub(1));
+}
+
 /// Whether `file` still extends past `pos` (one fstat; only asked after a short sendfile).
 fn still_has_bytes(file: &OpenFile, pos: usize) -> bool {
     file.file.metadata().is_ok_and(|m| m.len() > pos as u64)
@@ -274,7 +294,7 @@ impl SendfileIo {
                 let ahead = (chunk * READAHEAD_CHUNKS).min(file.len as usize - offset);
                 let f = file.clone();
                 self.prefetch = Some(tokio::task::spawn_blocking(move || {
-                    let _ = crate::sys::readahead(&f.file, offset as u64, ahead);
+                    warm_range(&f.file, offset as u64, ahead);
                 }));
                 self.resident = Some(ResidentWindow::of(&file, offset, offset + ahead));
             }

@@ -11,6 +11,9 @@
 //! 5. [`body`] turns the chosen ranges into `FileBuf` chunks (token slices of the file's mapping).
 //! 6. hyper writes head and chunks as `IoSlice`s; [`io::SendfileIo`] sends the head with
 //!    sendmsg(MSG_MORE) and the file bytes with sendfile(2).
+//!
+//! `?download=zip` on a directory takes a side road at step 3: [`zip`] builds a manifest on the
+//! blocking pool and streams the archive, whose stored file data are `FileBuf`s too.
 
 pub mod body;
 pub mod cli;

@@ -129,11 +129,6 @@ impl Worker {
             spare.push(map);
         }
     }
-
-    /// (hits, misses) of this worker's open-file cache.
-    pub fn cache_counters(&self) -> (u64, u64) {
-        self.cache.borrow().counters()
-    }
 }
 
 /// A started server: its bound addresses, counters, and the handle to stop it.

@@ -273,6 +273,9 @@ def run_matrix(selected):
                     f"{r['mb'] / max(r['cpu'], 1e-9):8.1f} MB/cpu-s p99 {r['p99']}"
                     + (f"  NON-2XX {r['non2xx']}" if r["non2xx"] else "")
                     + (f"  SOCKERR {r['sockerr']}" if r["sockerr"] else ""))
+        # Peak RSS over the matrix both servers ran; the archive cases are reported apart.
+        for server, proc in procs.items():
+            results[(server, "rss")] = peak_rss_kib(proc)
         for name, desc, conns, target in (ZIP_CASES if RUN_ZIP else []):
             proc = procs["sendfiled"]
             # The archive's own size, to turn bytes received into bytes of input (wrk counts bytes
@@ -291,8 +294,7 @@ def run_matrix(selected):
             results[("sendfiled", name)] = r
             log(f"  {name:12} sendfiled {r['reqs'] / r['secs']:9.2f} req/s {r['mb'] / r['secs']:8.1f} MB/s "
                 f"cpu {r['cpu']:5.2f}s {r['mb'] / max(r['cpu'], 1e-9):8.1f} MB/cpu-s (as sent)")
-        for server, proc in procs.items():
-            results[(server, "rss")] = peak_rss_kib(proc)
+        results[("sendfiled", "rss-with-archives")] = peak_rss_kib(procs["sendfiled"])
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
@@ -311,15 +313,21 @@ def cold_isolation():
         proc = start(server)
         try:
             for state in ("hot", "cold"):
-                if state == "cold":
-                    fd = os.open(CORPUS / "256m.bin", os.O_RDONLY)
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                    os.close(fd)
-                dl = subprocess.Popen(["taskset", "-c", CLIENT_CPU, "curl", "-s", "-o", "/dev/null",
-                                       f"http://127.0.0.1:{PORTS[server]}/256m.bin"])
-                r = wrk(server, 4, "/1k.bin", ["--latency"], 3)
-                dl.wait()
-                out[(server, state)] = r["p99"]
+                p99s = []
+                for _ in range(3):
+                    if state == "cold":
+                        fd = os.open(CORPUS / "256m.bin", os.O_RDONLY)
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                        os.close(fd)
+                    dl = subprocess.Popen(["taskset", "-c", CLIENT_CPU, "curl", "-s", "-o", "/dev/null",
+                                           f"http://127.0.0.1:{PORTS[server]}/256m.bin"])
+                    r = wrk(server, 4, "/1k.bin", ["--latency"], 3)
+                    dl.wait()
+                    p99s.append(r["p99"])
+                def ms(t):
+                    return float(re.match(r"[\d.]+", t).group(0)) * {"us": 0.001, "ms": 1, "s": 1000}[re.sub(r"[\d.]+", "", t)]
+                p99s.sort(key=ms)
+                out[(server, state)] = p99s[1]
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
@@ -381,11 +389,13 @@ def report(selected, results, cold):
         lines.append(f"| {dict((c[0], c[1]) for c in ZIP_CASES)['zip-deflate']} | {d['reqs'] / d['secs']:.2f} | "
                      f"{d['mb'] / d['secs']:.1f} | {d['mb'] / max(d['cpu'], 1e-9):.1f} | "
                      f"**{text_mb / max(d['cpu'], 1e-9):.1f} MB of text deflated per CPU-s** |")
-    lines += ["", f"Peak RSS over the matrix: nginx (master + worker) {results[('nginx', 'rss')] / 1024:.1f} MiB, "
-              f"sendfiled {results[('sendfiled', 'rss')] / 1024:.1f} MiB."]
+    lines += ["", f"Peak RSS over the matrix above: nginx (master + worker) {results[('nginx', 'rss')] / 1024:.1f} MiB, "
+              f"sendfiled {results[('sendfiled', 'rss')] / 1024:.1f} MiB"
+              + (f"; sendfiled after the archive cases too: {results[('sendfiled', 'rss-with-archives')] / 1024:.1f} MiB."
+                 if ("sendfiled", "rss-with-archives") in results else ".")]
     if cold:
-        lines += ["", "Cold-file isolation: p99 latency of 1 KiB requests (wrk -c4) on the server's only worker "
-                  "while one client downloads the 256 MiB file, hot in the page cache vs. evicted first "
+        lines += ["", "Cold-file isolation: p99 latency of 1 KiB requests (wrk -c4, 3 s, median of 3) on the server's "
+                  "only worker while one client downloads the 256 MiB file, hot in the page cache vs. evicted first "
                   "(posix_fadvise DONTNEED):", "",
                   "| server | file hot | file cold |", "|---|---:|---:|"]
         for server in ("nginx", "sendfiled"):

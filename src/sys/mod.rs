@@ -21,8 +21,9 @@ pub use open::{open_beneath, SymlinkRule};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
-/// Ask the kernel to read `[offset, offset + len)` of `file` into the page cache, blocking until it
-/// is read. Runs on a blocking-pool thread, never on an IO worker.
+/// Ask the kernel to start reading `[offset, offset + len)` of `file` into the page cache. It
+/// submits the reads and may return before they complete (see `io::warm_range`, which waits).
+/// Runs on a blocking-pool thread, never on an IO worker.
 pub fn readahead(file: &impl AsFd, offset: u64, len: usize) -> io::Result<()> {
     // SAFETY: readahead only reads the descriptor, which `file` keeps open for the call; it has no
     // pointer arguments.
