@@ -255,7 +255,7 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
     let outcome = if is_head {
         RangeOutcome::Full
     } else {
-        range_outcome(&req.headers, &file, validators, config.max_ranges)
+        range_outcome(&req.headers, file.len, validators, config.max_ranges)
     };
 
     let download = req.uri.query().and_then(|q| download_name(q, &rel));
@@ -329,7 +329,7 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
 /// still matches the representation.
 fn range_outcome(
     headers: &HeaderMap,
-    file: &OpenFile,
+    len: u64,
     v: Validators<'_>,
     max_ranges: usize,
 ) -> RangeOutcome {
@@ -345,7 +345,7 @@ fn range_outcome(
             return RangeOutcome::Full;
         }
     }
-    range::evaluate(range.as_bytes(), file.len, max_ranges)
+    range::evaluate(range.as_bytes(), len, max_ranges)
 }
 
 /// Headers every 200/206 of a file carries.
@@ -569,7 +569,7 @@ async fn archive(
         if parts.method == Method::GET {
             // Only single ranges: a multipart archive would help no client, and RFC 9110 lets a
             // server send the whole representation instead.
-            match archive_range(&parts.headers, &m, validators) {
+            match range_outcome(&parts.headers, m.total_len, validators, 1) {
                 RangeOutcome::Partial(r) if r.len() == 1 => {
                     status = StatusCode::PARTIAL_CONTENT;
                     span = (r[0].first, r[0].len());
@@ -625,22 +625,6 @@ async fn archive(
         h.insert(header::ACCEPT_RANGES, NO_RANGES);
     }
     resp
-}
-
-fn archive_range(headers: &HeaderMap, m: &Manifest, v: Validators<'_>) -> RangeOutcome {
-    let mut all = headers.get_all(header::RANGE).iter();
-    let Some(range) = all.next() else {
-        return RangeOutcome::Full;
-    };
-    if all.next().is_some() {
-        return RangeOutcome::Full;
-    }
-    if let Some(if_range) = headers.get(header::IF_RANGE) {
-        if !conditional::if_range_allows(if_range.as_bytes(), v) {
-            return RangeOutcome::Full;
-        }
-    }
-    range::evaluate(range.as_bytes(), m.total_len, 1)
 }
 
 fn archive_validators(h: &mut HeaderMap, m: &Manifest) {
