@@ -96,9 +96,9 @@ impl Body {
         Body::new(Kind::File(Some(buf)), conn)
     }
 
-    /// multipart/byteranges of several ranges, `boundary` without the leading dashes. Every part
-    /// head and the closing delimiter are written into one pooled buffer; the parts' data are file
-    /// ranges sent by sendfile like any other.
+    /// multipart/byteranges of several ranges of a mapped `file`, `boundary` without the leading
+    /// dashes. Every part head and the closing delimiter are written into one pooled buffer; the
+    /// parts' data are file ranges sent by sendfile like any other.
     pub fn multipart(
         file: &Arc<OpenFile>,
         ranges: &[ByteRange],
@@ -312,22 +312,14 @@ impl Multipart {
                 let r = self.ranges[self.next];
                 self.next += 1;
                 self.head_sent = false;
-                if self.file.map.is_some() {
-                    Chunk::File(FileBuf::new(
-                        self.file.clone(),
-                        r.first as usize,
-                        r.last as usize + 1,
-                        self.conn.clone(),
-                    ))
-                } else {
-                    let mut buf = vec![0u8; r.len() as usize];
-                    if self.file.file.read_exact_at(&mut buf, r.first).is_err() {
-                        // The file shrank: end the body early; hyper aborts the response.
-                        return None;
-                    }
-                    WorkerStats::add(&self.conn.worker.stats().copied_bytes, r.len());
-                    Chunk::Bytes(Bytes::from(buf))
-                }
+                // Multipart bodies are only built for mapped files (the service sends an
+                // unmappable file whole instead), so every part leaves by sendfile.
+                Chunk::File(FileBuf::new(
+                    self.file.clone(),
+                    r.first as usize,
+                    r.last as usize + 1,
+                    self.conn.clone(),
+                ))
             }
         } else {
             Chunk::Pooled(self.tail.take()?)

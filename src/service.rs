@@ -301,6 +301,15 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
             );
             return resp;
         }
+        RangeOutcome::Partial(_) if file.map.is_none() => {
+            // Multipart needs a mapping for each part; an unmappable file gets the (copied,
+            // chunked) full body instead, as RFC 9110 allows.
+            let whole = ByteRange {
+                first: 0,
+                last: file.len - 1,
+            };
+            (StatusCode::OK, Body::file(&file, whole, conn))
+        }
         RangeOutcome::Partial(ranges) => {
             let boundary = worker.next_boundary();
             let mut resp = new_response(conn, Body::multipart(&file, &ranges, &boundary, conn));

@@ -272,26 +272,38 @@ impl ZipStream {
     }
 
     /// Hand out bytes `[from + skip, to)` of the current file, clipped to the range.
-    fn emit_file(&mut self, from: u64, to: u64) -> io::Result<Option<Chunk>> {
+    /// `this` is the piece being emitted, re-entered when a copied range needs more chunks.
+    fn emit_file(&mut self, this: Piece, from: u64, to: u64) -> io::Result<Option<Chunk>> {
         let start = from + self.skip;
         self.skip = 0;
         let end = to.min(start.saturating_add(self.remaining));
-        self.written += to - start;
         if start >= end {
+            self.written += to - start;
             return Ok(None);
         }
-        self.remaining -= end - start;
         let file = self
             .file
             .clone()
             .ok_or_else(|| io::Error::other("no open file"))?;
         if file.map.is_none() {
-            // Not mappable (unusual file system): copy this range through a buffer.
-            let mut buf = vec![0u8; (end - start) as usize];
+            // Not mappable (an unusual file system): copy through a pooled-size buffer, one
+            // chunk per call, coming back to this piece for the rest.
+            let n = (end - start).min(crate::pool::LARGE as u64);
+            let mut buf = vec![0u8; n as usize];
             file.file.read_exact_at(&mut buf, start)?;
-            crate::stats::WorkerStats::add(&self.conn.worker.stats().copied_bytes, end - start);
+            crate::stats::WorkerStats::add(&self.conn.worker.stats().copied_bytes, n);
+            self.remaining -= n;
+            if start + n < end {
+                self.written += n;
+                self.skip = start + n - from;
+                self.piece = this;
+            } else {
+                self.written += to - start;
+            }
             return Ok(Some(Chunk::Bytes(Bytes::from(buf))));
         }
+        self.written += to - start;
+        self.remaining -= end - start;
         Ok(Some(Chunk::File(FileBuf::new(
             file,
             start as usize,
@@ -354,7 +366,7 @@ impl ZipStream {
             self.file = Some(self.open(i)?);
         }
         self.piece = Piece::Verify(i);
-        self.emit_file(0, self.m.entries[i].size)
+        self.emit_file(Piece::Data(i), 0, self.m.entries[i].size)
     }
 
     fn block_head(&mut self, i: usize, k: u64) -> Option<Chunk> {
@@ -382,7 +394,7 @@ impl ZipStream {
         } else {
             Piece::Verify(i)
         };
-        self.emit_file(from, to)
+        self.emit_file(Piece::Block(i, k), from, to)
     }
 
     fn verify(&mut self, i: usize) -> io::Result<()> {
