@@ -144,6 +144,7 @@ pub struct RawLimits {
     pub target_bytes: Option<SizeText>,
     pub header_timeout: Option<DurationText>,
     pub keepalive_timeout: Option<DurationText>,
+    pub send_timeout: Option<DurationText>,
     pub shutdown_timeout: Option<DurationText>,
 }
 
@@ -197,6 +198,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time an idle keep-alive connection is kept open waiting for its next request.
     pub keepalive_timeout: Duration,
+    /// Time a response may go without the client accepting any byte before it is closed.
+    pub send_timeout: Duration,
     /// Time in-flight responses get to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
 }
@@ -270,6 +273,7 @@ pub mod defaults {
     pub const TARGET_BYTES: u64 = 8 * 1024;
     pub const HEADER_TIMEOUT_SECS: u64 = 10;
     pub const KEEPALIVE_TIMEOUT_SECS: u64 = 60;
+    pub const SEND_TIMEOUT_SECS: u64 = 60;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
     pub const BACKLOG: u32 = 4096;
     pub const DEFER_ACCEPT_SECS: u64 = 1;
@@ -402,6 +406,8 @@ impl Config {
                 defaults::KEEPALIVE_TIMEOUT_SECS,
             )
             .map_err(|m| err("limits.keepalive_timeout", m))?,
+            send_timeout: nonzero_duration(&l.send_timeout, defaults::SEND_TIMEOUT_SECS)
+                .map_err(|m| err("limits.send_timeout", m))?,
             shutdown_timeout: duration(&l.shutdown_timeout, defaults::SHUTDOWN_TIMEOUT_SECS)
                 .map_err(|m| err("limits.shutdown_timeout", m))?,
         };
@@ -563,6 +569,7 @@ impl Config {
                 target_bytes: Some(SizeText::Bytes(self.limits.target_bytes as u64)),
                 header_timeout: Some(secs(self.limits.header_timeout)),
                 keepalive_timeout: Some(secs(self.limits.keepalive_timeout)),
+                send_timeout: Some(secs(self.limits.send_timeout)),
                 shutdown_timeout: Some(secs(self.limits.shutdown_timeout)),
             }),
             socket: Some(RawSocket {

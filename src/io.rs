@@ -164,6 +164,9 @@ pub struct SendfileIo {
     tcp: TcpStream,
     conn: std::rc::Rc<ConnShared>,
     deadline_timer: Option<Pin<Box<Sleep>>>,
+    /// When the pending write must have made progress by (send timeout), and its timer.
+    write_deadline: Option<Instant>,
+    write_timer: Option<Pin<Box<Sleep>>>,
     /// A cold-file readahead running on the blocking pool.
     prefetch: Option<JoinHandle<()>>,
     /// A byte window of one file known to be in the page cache, so that the partial sendfiles
@@ -212,6 +215,8 @@ impl SendfileIo {
             tcp,
             conn,
             deadline_timer: None,
+            write_deadline: None,
+            write_timer: None,
             prefetch: None,
             resident: None,
         }
@@ -442,6 +447,57 @@ impl AsyncWrite for SendfileIo {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        match this.poll_write_inner(cx, bufs) {
+            Poll::Ready(r) => {
+                this.write_deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                // A client that stops reading must not hold its connection (and whatever the
+                // response holds: a file, an archive slot) forever: no progress for
+                // `send_timeout` closes it.
+                let deadline = *this.write_deadline.get_or_insert_with(|| {
+                    Instant::now() + this.conn.worker.config.limits.send_timeout
+                });
+                let timer = this
+                    .write_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "send timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+impl SendfileIo {
+    /// One write: sendfile for a mapped slice, else one sendmsg of the ordinary slices before
+    /// the next mapped one.
+    fn poll_write_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self;
         let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
             return Poll::Ready(Ok(0));
         };
@@ -466,17 +522,5 @@ impl AsyncWrite for SendfileIo {
         let sock = this.tcp.as_fd();
         let run = &bufs[first..end];
         this.poll_io(cx, || crate::sys::send_vectored(sock, run, more))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
     }
 }

@@ -110,3 +110,42 @@ fn a_client_that_leaves_mid_response_frees_its_connection() {
         .unwrap();
     assert_eq!(read_response(&mut c, false).unwrap().status, 206);
 }
+
+#[test]
+fn a_reader_that_stops_reading_is_closed_after_the_send_timeout() {
+    let t = Tree::new();
+    t.file("big.bin", &Tree::noise(32 << 20, 6));
+    t.file("d/huge.bin", &Tree::noise(32 << 20, 7));
+    let s = Server::start(
+        &t.root(),
+        "[limits]\nsend_timeout = \"1s\"\n[zip]\nmax_concurrent = 1\n",
+    );
+    // A file download and an archive download whose clients read a little, then stop.
+    let mut stalled = Vec::new();
+    for path in ["/big.bin", "/d/?download=zip&compress=store"] {
+        let mut c = s.connect();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut some = [0u8; 4096];
+        c.read_exact(&mut some).unwrap();
+        stalled.push(c);
+    }
+    let start = Instant::now();
+    while s.stats().open_connections > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "stalled readers were never closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "closed before the timeout"
+    );
+    // The archive slot the stalled client held is free again.
+    assert_eq!(
+        s.get("/d/?download=zip&compress=store", &["Range: bytes=0-9"])
+            .status,
+        206
+    );
+    drop(stalled);
+}
