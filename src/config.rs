@@ -109,6 +109,50 @@ pub struct RawConfig {
     pub zip: Option<RawZip>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache_control: Vec<RawCacheRule>,
+    pub signing: Option<RawSigning>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bandwidth: Vec<RawBandwidthRule>,
+    pub clients: Option<RawClients>,
+}
+
+/// `[signing]`: signed expiring links.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    /// Path prefixes that need a valid signature.
+    #[serde(default)]
+    pub protected: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+/// `[[signing.keys]]`: one key, by id, in its own file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub id: String,
+    pub file: PathBuf,
+}
+
+/// `[[bandwidth]]`: pace responses under a prefix.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBandwidthRule {
+    pub prefix: String,
+    pub rate: SizeText,
+    pub burst: Option<SizeText>,
+}
+
+/// `[clients]`: connection caps and request rates.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClients {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub requests_per_second: Option<f64>,
+    pub request_burst: Option<u32>,
+    pub exempt: Option<Vec<String>>,
+    pub link_rate_burst: Option<SizeText>,
 }
 
 /// `[zip]`: archive downloads of directories and selections.
@@ -145,6 +189,8 @@ pub struct RawLimits {
     pub header_timeout: Option<DurationText>,
     pub keepalive_timeout: Option<DurationText>,
     pub send_timeout: Option<DurationText>,
+    pub min_send_rate: Option<SizeText>,
+    pub min_send_rate_window: Option<DurationText>,
     pub shutdown_timeout: Option<DurationText>,
 }
 
@@ -200,6 +246,10 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Time a response may go without the client accepting any byte before it is closed.
     pub send_timeout: Duration,
+    /// Slowest accepted client, in bytes per second of time spent waiting on the client (0 = no
+    /// rule); measured over `min_send_rate_window`.
+    pub min_send_rate: u64,
+    pub min_send_rate_window: Duration,
     /// Time in-flight responses get to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
 }
@@ -244,6 +294,23 @@ pub struct CacheRule {
     pub value: String,
 }
 
+/// Signed links.
+#[derive(Clone, Debug, Default)]
+pub struct SigningSettings {
+    pub keys: Vec<crate::protect::signing::KeySource>,
+    /// Leading and trailing `/`.
+    pub protected: Vec<String>,
+}
+
+/// Connection caps and per-client rates.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    pub max_connections: usize,
+    pub limits: crate::protect::clients::ClientLimits,
+    /// The free burst of a link that carries `rate=` outside any `[[bandwidth]]` rule.
+    pub link_rate_burst: u64,
+}
+
 /// The validated configuration the server runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -259,6 +326,9 @@ pub struct Config {
     pub open_file_cache: OpenFileCacheSettings,
     pub zip: ZipSettings,
     pub cache_control: Vec<CacheRule>,
+    pub signing: SigningSettings,
+    pub bandwidth: Vec<crate::protect::BandwidthRule>,
+    pub clients: ClientSettings,
     /// Where the configuration came from, for messages.
     pub source: Option<PathBuf>,
 }
@@ -275,6 +345,11 @@ pub mod defaults {
     pub const KEEPALIVE_TIMEOUT_SECS: u64 = 60;
     pub const SEND_TIMEOUT_SECS: u64 = 60;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+    pub const MIN_SEND_RATE: u64 = 1024;
+    pub const MIN_SEND_RATE_WINDOW_SECS: u64 = 60;
+    pub const MAX_CONNECTIONS: usize = 16_384;
+    pub const REQUEST_BURST: u32 = 100;
+    pub const LINK_RATE_BURST: u64 = 1 << 20;
     pub const BACKLOG: u32 = 4096;
     pub const DEFER_ACCEPT_SECS: u64 = 1;
     pub const SENDFILE_MAX_CHUNK: u64 = 2 * 1024 * 1024;
@@ -408,6 +483,13 @@ impl Config {
             .map_err(|m| err("limits.keepalive_timeout", m))?,
             send_timeout: nonzero_duration(&l.send_timeout, defaults::SEND_TIMEOUT_SECS)
                 .map_err(|m| err("limits.send_timeout", m))?,
+            min_send_rate: size(&l.min_send_rate, defaults::MIN_SEND_RATE)
+                .map_err(|m| err("limits.min_send_rate", m))?,
+            min_send_rate_window: nonzero_duration(
+                &l.min_send_rate_window,
+                defaults::MIN_SEND_RATE_WINDOW_SECS,
+            )
+            .map_err(|m| err("limits.min_send_rate_window", m))?,
             shutdown_timeout: duration(&l.shutdown_timeout, defaults::SHUTDOWN_TIMEOUT_SECS)
                 .map_err(|m| err("limits.shutdown_timeout", m))?,
         };
@@ -525,6 +607,10 @@ impl Config {
             });
         }
 
+        let signing = check_signing(raw.signing.clone().unwrap_or_default(), file)?;
+        let bandwidth = check_bandwidth(&raw.bandwidth, file)?;
+        let clients = check_clients(raw.clients.clone().unwrap_or_default(), file)?;
+
         Ok(Config {
             root,
             listen,
@@ -538,6 +624,9 @@ impl Config {
             open_file_cache,
             zip,
             cache_control,
+            signing,
+            bandwidth,
+            clients,
             source: file.map(Path::to_path_buf),
         })
     }
@@ -570,6 +659,8 @@ impl Config {
                 header_timeout: Some(secs(self.limits.header_timeout)),
                 keepalive_timeout: Some(secs(self.limits.keepalive_timeout)),
                 send_timeout: Some(secs(self.limits.send_timeout)),
+                min_send_rate: Some(SizeText::Bytes(self.limits.min_send_rate)),
+                min_send_rate_window: Some(secs(self.limits.min_send_rate_window)),
                 shutdown_timeout: Some(secs(self.limits.shutdown_timeout)),
             }),
             socket: Some(RawSocket {
@@ -608,6 +699,42 @@ impl Config {
                     value: r.value.clone(),
                 })
                 .collect(),
+            signing: Some(RawSigning {
+                protected: self.signing.protected.clone(),
+                keys: self
+                    .signing
+                    .keys
+                    .iter()
+                    .map(|k| RawKey {
+                        id: k.id.clone(),
+                        file: k.file.clone(),
+                    })
+                    .collect(),
+            }),
+            bandwidth: self
+                .bandwidth
+                .iter()
+                .map(|b| RawBandwidthRule {
+                    prefix: b.prefix.clone(),
+                    rate: SizeText::Bytes(b.rate),
+                    burst: Some(SizeText::Bytes(b.burst)),
+                })
+                .collect(),
+            clients: Some(RawClients {
+                max_connections: Some(self.clients.max_connections),
+                max_connections_per_ip: Some(self.clients.limits.max_connections_per_ip),
+                requests_per_second: Some(self.clients.limits.requests_per_second),
+                request_burst: Some(self.clients.limits.request_burst as u32),
+                exempt: Some(
+                    self.clients
+                        .limits
+                        .exempt
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect(),
+                ),
+                link_rate_burst: Some(SizeText::Bytes(self.clients.link_rate_burst)),
+            }),
         };
         toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
     }
@@ -630,6 +757,130 @@ impl RawConfig {
             }
         })
     }
+}
+
+/// A path prefix as written in the file → leading and trailing `/`, no `.`/`..`.
+fn prefix(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!("{text:?} must start with /"));
+    }
+    let mut rel = String::new();
+    crate::fs::path::normalize(text, &mut rel).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(if rel.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{rel}/")
+    })
+}
+
+fn check_signing(raw: RawSigning, file: Option<&Path>) -> Result<SigningSettings, ConfigError> {
+    let err = |key: String, msg: String| ConfigError::new(file, key, msg);
+    let base = file.and_then(Path::parent).unwrap_or(Path::new("."));
+    let mut keys: Vec<crate::protect::signing::KeySource> = Vec::new();
+    for (i, k) in raw.keys.iter().enumerate() {
+        if k.id.is_empty()
+            || !k
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(err(
+                format!("signing.keys[{i}].id"),
+                format!("{:?} must be letters, digits, '-', '_' or '.'", k.id),
+            ));
+        }
+        if keys.iter().any(|other| other.id == k.id) {
+            return Err(err(
+                format!("signing.keys[{i}].id"),
+                format!("{:?} is used twice", k.id),
+            ));
+        }
+        let path = base.join(&k.file);
+        crate::protect::signing::read_key_file(&path)
+            .map_err(|m| err(format!("signing.keys[{i}].file"), m))?;
+        keys.push(crate::protect::signing::KeySource {
+            id: k.id.clone(),
+            file: path,
+        });
+    }
+    let mut protected = Vec::new();
+    for (i, p) in raw.protected.iter().enumerate() {
+        protected.push(prefix(p).map_err(|m| err(format!("signing.protected[{i}]"), m))?);
+    }
+    if !protected.is_empty() && keys.is_empty() {
+        return Err(err(
+            "signing.keys".into(),
+            "protected prefixes need at least one key".into(),
+        ));
+    }
+    Ok(SigningSettings { keys, protected })
+}
+
+fn check_bandwidth(
+    raw: &[RawBandwidthRule],
+    file: Option<&Path>,
+) -> Result<Vec<crate::protect::BandwidthRule>, ConfigError> {
+    let mut rules: Vec<crate::protect::BandwidthRule> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let err =
+            |key: &str, msg: String| ConfigError::new(file, format!("bandwidth[{i}].{key}"), msg);
+        let p = prefix(&r.prefix).map_err(|m| err("prefix", m))?;
+        if rules.iter().any(|o| o.prefix == p) {
+            return Err(err("prefix", format!("{p:?} has two rules")));
+        }
+        let rate = parse_size(&r.rate).map_err(|m| err("rate", m))?;
+        if rate < 1024 {
+            return Err(err("rate", format!("{rate} is below 1KiB per second")));
+        }
+        let burst = size(&r.burst, 0).map_err(|m| err("burst", m))?;
+        rules.push(crate::protect::BandwidthRule {
+            prefix: p,
+            rate,
+            burst,
+        });
+    }
+    Ok(rules)
+}
+
+fn check_clients(raw: RawClients, file: Option<&Path>) -> Result<ClientSettings, ConfigError> {
+    let err = |key: &str, msg: String| ConfigError::new(file, format!("clients.{key}"), msg);
+    let max_connections = raw.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(err("max_connections", "must be at least 1".into()));
+    }
+    let rps = raw.requests_per_second.unwrap_or(0.0);
+    if !rps.is_finite() || rps < 0.0 {
+        return Err(err(
+            "requests_per_second",
+            format!("{rps} must be 0 (off) or more"),
+        ));
+    }
+    let burst = raw.request_burst.unwrap_or(defaults::REQUEST_BURST);
+    if burst == 0 {
+        return Err(err("request_burst", "must be at least 1".into()));
+    }
+    let mut exempt = Vec::new();
+    for (i, c) in raw.exempt.unwrap_or_default().iter().enumerate() {
+        exempt.push(
+            crate::protect::clients::Cidr::parse(c).map_err(|m| err(&format!("exempt[{i}]"), m))?,
+        );
+    }
+    Ok(ClientSettings {
+        max_connections,
+        limits: crate::protect::clients::ClientLimits {
+            max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(0),
+            requests_per_second: rps,
+            request_burst: f64::from(burst),
+            exempt,
+        },
+        link_rate_burst: size(&raw.link_rate_burst, defaults::LINK_RATE_BURST)
+            .map_err(|m| err("link_rate_burst", m))?,
+    })
+}
+
+/// Parse a size such as `"2MiB"` (for values that arrive outside the file, e.g. in a link).
+pub fn parse_size_text(text: &str) -> Result<u64, String> {
+    parse_size(&SizeText::Text(text.to_string()))
 }
 
 fn check_root(root: &Path) -> Result<PathBuf, String> {

@@ -23,6 +23,7 @@ pub mod http;
 pub mod io;
 pub mod listen;
 pub mod pool;
+pub mod protect;
 pub mod server;
 pub mod service;
 pub mod stats;

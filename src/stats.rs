@@ -1,31 +1,78 @@
 //! Counters the server keeps about itself: how body bytes left (sendfile or a copy), requests,
-//! connections, cold-file prefetches. One cache-line-aligned block per worker, so counting never
-//! bounces a line between cores; readers sum the blocks.
+//! connections, cold-file prefetches, protections that fired. One cache-line-aligned block per
+//! worker, so counting never bounces a line between cores; readers sum the blocks.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-/// One worker's counters.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct WorkerStats {
+/// Declares the per-worker block and its summed snapshot from one list of counters.
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// One worker's counters.
+        #[derive(Debug, Default)]
+        #[repr(align(128))]
+        pub struct WorkerStats {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A point-in-time sum over all workers.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Snapshot {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl Snapshot {
+            fn add(&mut self, w: &WorkerStats) {
+                $(self.$name += w.$name.load(Relaxed);)*
+            }
+        }
+    };
+}
+
+counters! {
     /// File body bytes sent by sendfile(2).
-    pub sendfile_bytes: AtomicU64,
+    sendfile_bytes,
     /// sendfile(2) calls that sent something.
-    pub sendfile_calls: AtomicU64,
+    sendfile_calls,
     /// File body bytes that went through a userspace buffer or a kernel copy from the mapping
     /// (the fallback paths). Tests assert this stays 0 for regular files.
-    pub copied_bytes: AtomicU64,
+    copied_bytes,
     /// Requests answered.
-    pub requests: AtomicU64,
+    requests,
     /// Connections accepted.
-    pub connections: AtomicU64,
+    connections,
     /// Connections open now (accepted minus closed).
-    pub open_connections: AtomicU64,
+    open_connections,
     /// Times a cold file range was read ahead on the blocking pool before sendfile.
-    pub cold_prefetches: AtomicU64,
+    cold_prefetches,
     /// Responses aborted because the file shrank under them.
-    pub truncated_aborts: AtomicU64,
+    truncated_aborts,
+    /// Accept-loop pauses because the global connection cap was reached (one per 5 ms waited).
+    accept_pauses,
+    /// Accept-loop back-offs because descriptors or memory ran out (one per 100 ms waited).
+    accept_backoffs,
+    /// Connections refused for exceeding the per-IP connection cap.
+    rejected_per_ip_connections,
+    /// Requests refused with 429 for exceeding the per-IP request rate.
+    rejected_request_rate,
+    /// Protected requests refused: no signature.
+    signature_missing,
+    /// Protected requests refused: malformed signature parameters.
+    signature_malformed,
+    /// Protected requests refused: expired link.
+    signature_expired,
+    /// Protected requests refused: unknown key id.
+    signature_unknown_key,
+    /// Protected requests refused: signature mismatch.
+    signature_bad,
+    /// Protected requests refused: prefix link used outside its prefix.
+    signature_out_of_scope,
+    /// Responses paced by a bandwidth limit.
+    paced_responses,
+    /// Connections closed because the client accepted nothing for the send timeout.
+    send_timeouts,
+    /// Connections closed because the client read slower than the minimum send rate.
+    min_rate_closes,
 }
 
 impl WorkerStats {
@@ -34,25 +81,25 @@ impl WorkerStats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
+
+    /// The counter of a signature refusal reason.
+    pub fn signature_denial(&self, why: crate::protect::signing::Denial) -> &AtomicU64 {
+        use crate::protect::signing::Denial;
+        match why {
+            Denial::Missing => &self.signature_missing,
+            Denial::Malformed => &self.signature_malformed,
+            Denial::Expired => &self.signature_expired,
+            Denial::UnknownKey => &self.signature_unknown_key,
+            Denial::BadSignature => &self.signature_bad,
+            Denial::OutOfScope => &self.signature_out_of_scope,
+        }
+    }
 }
 
 /// All workers' counters.
 #[derive(Debug, Clone)]
 pub struct Stats {
     workers: Arc<[WorkerStats]>,
-}
-
-/// A point-in-time sum over all workers.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
-    pub sendfile_bytes: u64,
-    pub sendfile_calls: u64,
-    pub copied_bytes: u64,
-    pub requests: u64,
-    pub connections: u64,
-    pub open_connections: u64,
-    pub cold_prefetches: u64,
-    pub truncated_aborts: u64,
 }
 
 impl Stats {
@@ -72,14 +119,7 @@ impl Stats {
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
         for w in self.workers.iter() {
-            s.sendfile_bytes += w.sendfile_bytes.load(Relaxed);
-            s.sendfile_calls += w.sendfile_calls.load(Relaxed);
-            s.copied_bytes += w.copied_bytes.load(Relaxed);
-            s.requests += w.requests.load(Relaxed);
-            s.connections += w.connections.load(Relaxed);
-            s.open_connections += w.open_connections.load(Relaxed);
-            s.cold_prefetches += w.cold_prefetches.load(Relaxed);
-            s.truncated_aborts += w.truncated_aborts.load(Relaxed);
+            s.add(w);
         }
         s
     }

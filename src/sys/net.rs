@@ -116,3 +116,16 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     }
     Ok(lim.rlim_cur)
 }
+
+/// SIOCOUTQ: bytes in the socket's send queue not yet acknowledged by the peer, so that
+/// "written minus unsent" is what the client has actually taken.
+pub fn unacked_bytes(sock: &impl AsFd) -> io::Result<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one c_int through the pointer, which points at a live local; the
+    // descriptor is borrowed for the call.
+    let rc = unsafe { libc::ioctl(sock.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as u64)
+}
