@@ -1,4 +1,4 @@
-//! Command-line interface (clap): `serve`, `check-config`.
+//! Command-line interface (clap): `serve`, `check-config`, `sign`.
 
 use std::path::PathBuf;
 
@@ -23,6 +23,33 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print a signed, expiring link for a path (or a whole folder with --prefix).
+    Sign(SignArgs),
+}
+
+/// Flags of `sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// File holding the key (the same file the servers name in [[signing.keys]])
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// The key's id (its `id` in [[signing.keys]])
+    #[arg(long)]
+    pub key_id: String,
+    /// How long the link stays valid: 30s, 15m, 12h, ...
+    #[arg(long, default_value = "15m")]
+    pub expires_in: String,
+    /// Sign the folder PATH and everything under it, rather than PATH alone
+    #[arg(long)]
+    pub prefix: bool,
+    /// Method class the link allows: GET (also HEAD) or POST (ZIP selections in a body)
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Bandwidth limit to carry in the link, bytes per second (e.g. 2MiB); 0 lifts the limit
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// The path to sign, as in the URL; may carry a query (e.g. '/dir/?download=zip&path=a')
+    pub path: String,
 }
 
 /// Flags of `serve`; they override the configuration file.

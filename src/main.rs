@@ -25,6 +25,13 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Sign(args) => match sign(&args) {
+            Ok(link) => {
+                println!("{link}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Command::Serve(args) => {
             let overrides = Overrides {
                 root: args.root,
@@ -41,6 +48,32 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn sign(args: &sendfiled::cli::SignArgs) -> Result<String, String> {
+    use sendfiled::protect::signing::{self, MethodClass, SignRequest};
+    let key = signing::read_key_file(&args.key_file)?;
+    let ttl = sendfiled::config::parse_duration(&args.expires_in)
+        .map_err(|e| format!("--expires-in: {e}"))?;
+    let method = match args.method.to_ascii_uppercase().as_str() {
+        "GET" | "HEAD" => MethodClass::Read,
+        "POST" => MethodClass::Post,
+        other => return Err(format!("--method: {other:?} is not GET or POST")),
+    };
+    let mut extra = Vec::new();
+    if let Some(rate) = &args.rate {
+        let bytes = sendfiled::config::parse_size_text(rate).map_err(|e| format!("--rate: {e}"))?;
+        extra.push(("rate".to_string(), bytes.to_string()));
+    }
+    signing::signed_target(SignRequest {
+        key: &key,
+        kid: &args.key_id,
+        method,
+        target: &args.path,
+        prefix: args.prefix,
+        expires: signing::unix_now() + ttl.as_secs(),
+        extra,
+    })
 }
 
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
