@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
 use crate::fs::OpenFile;
+use crate::protect::Pacer;
 use crate::server::Worker;
 use crate::stats::WorkerStats;
 
@@ -132,6 +133,13 @@ pub struct ConnShared {
     /// The waker of a read that went pending while the connection was busy. hyper does not poll
     /// reads again on its own once a response ends, so going idle wakes it to arm the deadline.
     pub read_waker: RefCell<Option<Waker>>,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// Set when the connection was accepted past its address's cap: every request on it gets
+    /// 429 and the connection closes.
+    pub refused: Option<crate::protect::clients::Rejection>,
+    /// The bandwidth limit of the response being sent, if any.
+    pub pace: Cell<Option<Pacer>>,
 }
 
 impl ConnShared {
@@ -149,12 +157,19 @@ impl ConnShared {
     }
 
     /// A fresh connection's shared state.
-    pub fn new(worker: std::rc::Rc<Worker>) -> Self {
+    pub fn new(
+        worker: std::rc::Rc<Worker>,
+        peer: std::net::SocketAddr,
+        refused: Option<crate::protect::clients::Rejection>,
+    ) -> Self {
         ConnShared {
             registry: RefCell::new(Registry::default()),
             phase: Cell::new(Phase::Busy),
             worker,
             read_waker: RefCell::new(None),
+            peer,
+            refused,
+            pace: Cell::new(None),
         }
     }
 }
@@ -172,6 +187,81 @@ pub struct SendfileIo {
     /// A byte window of one file known to be in the page cache, so that the partial sendfiles
     /// of a big body (one socket buffer each) probe every page once, not once per call.
     resident: Option<ResidentWindow>,
+    /// Wakes a write held back by the bandwidth limit.
+    pace_timer: Option<Pin<Box<Sleep>>>,
+    /// Measures how fast the client takes bytes while we wait on it (the minimum-rate rule).
+    drip: DripWatch,
+}
+
+/// The minimum-rate rule. A window opens when a write first waits for the client to make room in
+/// the socket, and is judged when it ends: the client must have taken (written minus still
+/// unacknowledged, SIOCOUTQ) `min_send_rate` bytes per second of it. Then the next window
+/// starts. A client that keeps up never opens a window; a wait caused by our own bandwidth limit
+/// closes it unjudged; a new request head resets it, so keep-alive idle time never counts.
+#[derive(Default)]
+struct DripWatch {
+    /// Bytes this connection has written.
+    written: u64,
+    /// When the current window opened, and how many bytes the client had taken then.
+    window: Option<(Instant, u64)>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl DripWatch {
+    fn taken(&self, tcp: &TcpStream) -> u64 {
+        self.written
+            .saturating_sub(crate::sys::unacked_bytes(tcp).unwrap_or(0))
+    }
+
+    /// Open a window now unless one is open.
+    fn open(&mut self, tcp: &TcpStream, now: Instant) {
+        if self.window.is_none() {
+            self.window = Some((now, self.taken(tcp)));
+        }
+    }
+
+    /// Judge the window if it has ended by `now`: Err when the client took too little; else the
+    /// next window starts.
+    fn judge(
+        &mut self,
+        tcp: &TcpStream,
+        now: Instant,
+        min_rate: u64,
+        length: std::time::Duration,
+    ) -> io::Result<()> {
+        let Some((start, taken_then)) = self.window else {
+            return Ok(());
+        };
+        if now < start + length {
+            return Ok(());
+        }
+        let taken = self.taken(tcp);
+        let needed = min_rate as f64 * (now - start).as_secs_f64();
+        if ((taken - taken_then.min(taken)) as f64) < needed {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client reads slower than the minimum send rate",
+            ));
+        }
+        self.window = Some((now, taken));
+        Ok(())
+    }
+
+    /// Poll the end of the open window (so that a client too slow to ever wake the writer is
+    /// still judged on time).
+    fn poll_window_end(&mut self, cx: &mut Context<'_>, length: std::time::Duration) -> Poll<()> {
+        let Some((start, _)) = self.window else {
+            return Poll::Pending;
+        };
+        let end = start + length;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+        if timer.deadline() != end {
+            timer.as_mut().reset(end);
+        }
+        timer.as_mut().poll(cx)
+    }
 }
 
 /// `[start, end)` of the file identified by (`file`, `ino`, `dev`) was resident when checked.
@@ -219,6 +309,8 @@ impl SendfileIo {
             write_timer: None,
             prefetch: None,
             resident: None,
+            pace_timer: None,
+            drip: DripWatch::default(),
         }
     }
 
@@ -377,6 +469,16 @@ impl SendfileIo {
     }
 }
 
+impl SendfileIo {
+    /// Give up on a client that does not read: the close will reset the connection (SO_LINGER
+    /// 0), so that the megabytes still queued in its socket buffer are dropped at once instead
+    /// of trickling out to it after we let go (nginx's reset_timedout_connection).
+    fn abort(&self, e: io::Error) -> io::Error {
+        let _ = socket2::SockRef::from(&self.tcp).set_linger(Some(std::time::Duration::ZERO));
+        e
+    }
+}
+
 impl AsyncRead for SendfileIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -391,6 +493,7 @@ impl AsyncRead for SendfileIo {
                 if buf.filled().len() > before {
                     if let Phase::Idle { .. } = phase {
                         this.conn.phase.set(Phase::Head { deadline: None });
+                        this.drip.window = None;
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -447,12 +550,65 @@ impl AsyncWrite for SendfileIo {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match this.poll_write_inner(cx, bufs) {
+        let limits = &this.conn.worker.config.limits;
+        let (mut min_rate, window) = (limits.min_send_rate, limits.min_send_rate_window);
+        let mut allowed = usize::MAX;
+        if let Some(pacer) = this.conn.pace.get() {
+            // A response we pace slowly must not be judged against a faster minimum.
+            min_rate = min_rate.min(pacer.rate() / 2);
+            let want = bufs.iter().map(|b| b.len()).sum();
+            loop {
+                let now = Instant::now();
+                match pacer.allowance(now, want) {
+                    Ok(n) => {
+                        allowed = n;
+                        break;
+                    }
+                    Err(at) => {
+                        // Our own limit is the bottleneck, not the client.
+                        this.drip.window = None;
+                        let timer = this
+                            .pace_timer
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                        if timer.deadline() != at {
+                            timer.as_mut().reset(at);
+                        }
+                        ready!(timer.as_mut().poll(cx));
+                    }
+                }
+            }
+        }
+        match this.poll_write_inner(cx, bufs, allowed) {
             Poll::Ready(r) => {
                 this.write_deadline = None;
+                if let Ok(n) = r {
+                    if let Some(mut pacer) = this.conn.pace.get() {
+                        pacer.sent(n);
+                        this.conn.pace.set(Some(pacer));
+                    }
+                    this.drip.written += n as u64;
+                    if this.drip.window.is_some() {
+                        if let Err(e) = this.drip.judge(&this.tcp, Instant::now(), min_rate, window)
+                        {
+                            WorkerStats::add(&this.stats().min_rate_closes, 1);
+                            return Poll::Ready(Err(this.abort(e)));
+                        }
+                    }
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {
+                if min_rate > 0 {
+                    let now = Instant::now();
+                    this.drip.open(&this.tcp, now);
+                    while this.drip.poll_window_end(cx, window).is_ready() {
+                        if let Err(e) = this.drip.judge(&this.tcp, Instant::now(), min_rate, window)
+                        {
+                            WorkerStats::add(&this.stats().min_rate_closes, 1);
+                            return Poll::Ready(Err(this.abort(e)));
+                        }
+                    }
+                }
                 // A client that stops reading must not hold its connection (and whatever the
                 // response holds: a file, an archive slot) forever: no progress for
                 // `send_timeout` closes it.
@@ -466,10 +622,9 @@ impl AsyncWrite for SendfileIo {
                     timer.as_mut().reset(deadline);
                 }
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "send timeout",
-                    )));
+                    WorkerStats::add(&this.stats().send_timeouts, 1);
+                    let e = io::Error::new(io::ErrorKind::TimedOut, "send timeout");
+                    return Poll::Ready(Err(this.abort(e)));
                 }
                 Poll::Pending
             }
@@ -496,6 +651,7 @@ impl SendfileIo {
         &mut self,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
+        allowed: usize,
     ) -> Poll<io::Result<usize>> {
         let this = self;
         let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
@@ -508,7 +664,7 @@ impl SendfileIo {
             .lookup(&bufs[first])
             .map(|(f, off)| (f.clone(), off));
         if let Some((file, offset)) = mapped {
-            return this.poll_send_file(cx, file, offset, bufs[first].len());
+            return this.poll_send_file(cx, file, offset, bufs[first].len().min(allowed));
         }
         // A run of ordinary slices (head, chunk sizes, multipart boundaries): one sendmsg. If a
         // mapped slice follows, MSG_MORE keeps the kernel from sending the head on its own.
@@ -521,6 +677,20 @@ impl SendfileIo {
         let more = end < bufs.len();
         let sock = this.tcp.as_fd();
         let run = &bufs[first..end];
+        if run.iter().map(|b| b.len()).sum::<usize>() > allowed {
+            // Paced: send only the allowance (cut at a slice boundary or inside one).
+            let mut cut: SmallVec<[IoSlice<'_>; 8]> = SmallVec::new();
+            let mut left = allowed;
+            for b in run {
+                if left == 0 {
+                    break;
+                }
+                let n = b.len().min(left);
+                cut.push(IoSlice::new(&b[..n]));
+                left -= n;
+            }
+            return this.poll_io(cx, || crate::sys::send_vectored(sock, &cut, false));
+        }
         this.poll_io(cx, || crate::sys::send_vectored(sock, run, more))
     }
 }

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::fs::cache::{Cached, FileCache};
 use crate::fs::{self, OpenError, OpenFile};
 use crate::io::{ConnShared, SendfileIo};
+use crate::protect::Protection;
 use crate::service::FileService;
 use crate::stats::{Snapshot, Stats, WorkerStats};
 
@@ -47,7 +48,19 @@ pub struct Worker {
     open_connections: Cell<usize>,
     /// Archive streams running on all workers (the limit is global).
     pub archives: Arc<std::sync::atomic::AtomicUsize>,
+    /// Signed links, client limits and bandwidth rules (shared by all workers).
+    pub protect: Arc<Protection>,
     spare_header_maps: RefCell<Vec<HeaderMap>>,
+}
+
+/// What every worker shares, handed to each at start.
+struct Shared {
+    config: Arc<Config>,
+    root: Arc<File>,
+    stats: Stats,
+    cache_rules: Arc<CacheRules>,
+    archives: Arc<std::sync::atomic::AtomicUsize>,
+    protect: Arc<Protection>,
 }
 
 /// Cache-Control rules compiled once.
@@ -175,28 +188,26 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (tx, rx) = watch::channel(false);
     let seed = boundary_seed();
     let archives = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let protect = Arc::new(Protection::new(&config)?);
 
     let mut threads = Vec::with_capacity(config.workers);
     for (id, listeners) in listeners.into_iter().enumerate() {
-        let (config, root, stats, rules, rx, archives) = (
-            config.clone(),
-            root.clone(),
-            stats.clone(),
-            rules.clone(),
-            rx.clone(),
-            archives.clone(),
-        );
+        let shared = Shared {
+            config: config.clone(),
+            root: root.clone(),
+            stats: stats.clone(),
+            cache_rules: rules.clone(),
+            archives: archives.clone(),
+            protect: protect.clone(),
+        };
+        let rx = rx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sendfiled-w{id}"))
             .spawn(move || {
                 let worker = Worker::new(
                     id,
-                    config,
-                    root,
-                    stats,
-                    rules,
+                    shared,
                     seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                    archives,
                 );
                 if let Err(e) = run_worker(worker, listeners, rx) {
                     tracing::error!(worker = id, error = %e, "worker failed");
@@ -216,15 +227,15 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
 }
 
 impl Worker {
-    fn new(
-        id: usize,
-        config: Arc<Config>,
-        root: Arc<File>,
-        stats: Stats,
-        cache_rules: Arc<CacheRules>,
-        seed: u64,
-        archives: Arc<std::sync::atomic::AtomicUsize>,
-    ) -> Worker {
+    fn new(id: usize, shared: Shared, seed: u64) -> Worker {
+        let Shared {
+            config,
+            root,
+            stats,
+            cache_rules,
+            archives,
+            protect,
+        } = shared;
         let mut http = http1::Builder::new();
         // Queue strategy: hyper hands us body Bufs as IoSlices without copying (sendfile needs it).
         // Never pipeline_flush: it would force the flattening strategy that copies bodies.
@@ -252,6 +263,7 @@ impl Worker {
             open_connections: Cell::new(0),
             spare_header_maps: RefCell::new(Vec::with_capacity(SPARE_HEADER_MAPS)),
             archives,
+            protect,
         }
     }
 }
@@ -314,7 +326,27 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut fd_exhaustion_logged = false;
+    let mut cap_logged = false;
     loop {
+        // The global connection cap: stop accepting (the kernel keeps queueing in the backlog)
+        // until connections close, rather than accepting and failing them.
+        let cap = worker.protect.max_connections;
+        while worker.protect.connections.open() >= cap {
+            if !cap_logged {
+                tracing::warn!(
+                    max_connections = cap,
+                    "connection cap reached, pausing accept"
+                );
+                cap_logged = true;
+            }
+            WorkerStats::add(&worker.stats().accept_pauses, 1);
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+        cap_logged = false;
         let accepted = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -323,6 +355,8 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 fd_exhaustion_logged = false;
+                // Counted here, not in the task, so that the cap holds for a burst of accepts.
+                worker.protect.connections.opened();
                 tokio::task::spawn_local(serve_connection(
                     tcp,
                     peer,
@@ -342,23 +376,33 @@ async fn accept_loop(
                     tracing::warn!(error = %e, "accept failed, backing off");
                     fd_exhaustion_logged = true;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                WorkerStats::add(&worker.stats().accept_backoffs, 1);
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
             }
             Err(e) => tracing::debug!(error = %e, "accept failed"),
         }
     }
 }
 
-/// Counts a connection as open for as long as it lives.
-struct OpenGuard(Rc<Worker>);
+/// Counts a connection as open for as long as it lives (and against its address's cap).
+struct OpenGuard {
+    worker: Rc<Worker>,
+    counted_ip: Option<std::net::IpAddr>,
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0
-            .open_connections
-            .set(self.0.open_connections.get() - 1);
-        self.0
-            .stats()
+        self.worker.protect.connections.closed();
+        if let Some(ip) = self.counted_ip {
+            self.worker.protect.clients.disconnect(ip);
+        }
+        let w = &self.worker;
+        w.open_connections.set(w.open_connections.get() - 1);
+        w.stats()
             .open_connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -375,13 +419,20 @@ async fn serve_connection(
         .set(worker.open_connections.get() + 1);
     WorkerStats::add(&worker.stats().connections, 1);
     WorkerStats::add(&worker.stats().open_connections, 1);
-    let _open = OpenGuard(worker.clone());
+    let (counted_ip, refused) = match worker.protect.clients.connect(peer.ip()) {
+        Ok(counted) => (counted.then_some(peer.ip()), None),
+        Err(why) => (None, Some(why)),
+    };
+    let _open = OpenGuard {
+        worker: worker.clone(),
+        counted_ip,
+    };
     // Small responses must not wait for Nagle; file data is already sent in large segments.
     let _ = tcp.set_nodelay(true);
     if let Some(bytes) = worker.config.socket.send_buffer {
         let _ = crate::sys::set_send_buffer(&tcp, bytes);
     }
-    let conn = Rc::new(ConnShared::new(worker.clone()));
+    let conn = Rc::new(ConnShared::new(worker.clone(), peer, refused));
     let io = TokioIo::new(SendfileIo::new(tcp, conn.clone()));
     let connection = worker.http.serve_connection(io, FileService::new(conn));
     tokio::pin!(connection);

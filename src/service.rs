@@ -22,6 +22,8 @@ use crate::http::conditional::{self, Precondition, Validators};
 use crate::http::disposition;
 use crate::http::range::{self, ByteRange, RangeOutcome};
 use crate::io::ConnShared;
+use crate::protect::signing::unix_now;
+use crate::protect::{Admission, Pacer};
 use crate::stats::WorkerStats;
 use crate::zip::manifest::{self, BuildInput, Manifest, ManifestError, Selection};
 use crate::zip::stream::{ArchivePermit, ZipStream};
@@ -72,9 +74,14 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.conn.set_busy();
+        self.conn.pace.set(None);
         WorkerStats::add(&self.conn.worker.stats().requests, 1);
         let (mut parts, body) = req.into_parts();
-        match respond(&self.conn, &parts) {
+        let reply = match client_limits(&self.conn) {
+            Some(refusal) => Reply::Now(refusal),
+            None => respond(&self.conn, &parts),
+        };
+        match reply {
             Reply::Now(resp) => {
                 // The request's header map becomes a later response's: with hyper recycling each
                 // sent response's map for the next request, header maps are never allocated in
@@ -84,10 +91,10 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
                     .recycle_header_map(std::mem::take(&mut parts.headers));
                 ServiceFuture::Ready(ready(Ok(resp)))
             }
-            Reply::Archive(dir) => {
+            Reply::Archive(dir, admission) => {
                 let conn = self.conn.clone();
                 ServiceFuture::Archive(Box::pin(async move {
-                    Ok(archive(conn, parts, body, dir).await)
+                    Ok(archive(conn, parts, body, dir, admission).await)
                 }))
             }
         }
@@ -115,8 +122,8 @@ impl Future for ServiceFuture {
 enum Reply {
     /// The response, ready now.
     Now(Response<Body>),
-    /// An archive of this directory (relative to the root) was asked for.
-    Archive(String),
+    /// An archive of this directory (relative to the root) was asked for, and admitted.
+    Archive(String, Admission),
 }
 
 impl From<Response<Body>> for Reply {
@@ -133,11 +140,72 @@ fn wants_archive(query: Option<&str>) -> bool {
     })
 }
 
+/// The per-client limits: a connection past its address's cap, or a request past its address's
+/// rate, gets 429 (the connection past the cap is closed after it).
+fn client_limits(conn: &Rc<ConnShared>) -> Option<Response<Body>> {
+    let worker = &conn.worker;
+    if let Some(why) = conn.refused {
+        WorkerStats::add(&worker.stats().rejected_per_ip_connections, 1);
+        tracing::debug!(client = %conn.peer, reason = why.label(), "connection refused");
+        let mut resp = error(
+            conn,
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address\n",
+        );
+        let h = resp.headers_mut();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Some(resp);
+    }
+    let Err(wait) = worker.protect.clients.request(conn.peer.ip()) else {
+        return None;
+    };
+    WorkerStats::add(&worker.stats().rejected_request_rate, 1);
+    let mut resp = error(
+        conn,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many requests, slow down\n",
+    );
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    Some(resp)
+}
+
+/// The protections that look at the path: a protected path needs a valid signature (403 with a
+/// generic body otherwise; the reason goes to the log and the counters), and a bandwidth rule or
+/// a signed `rate=` paces the response. `rel` is the normalised path without its leading `/`.
+fn admit(conn: &Rc<ConnShared>, req: &http::request::Parts, rel: &str) -> Result<Admission, ()> {
+    let protect = &conn.worker.protect;
+    if !protect.inspects_paths() {
+        return Ok(Admission::default());
+    }
+    let path = format!("/{rel}");
+    match protect.admit(&req.method, &path, req.uri.query(), unix_now()) {
+        Ok(admission) => {
+            if let Some((rate, burst)) = admission.pace {
+                WorkerStats::add(&conn.worker.stats().paced_responses, 1);
+                conn.pace
+                    .set(Some(Pacer::new(rate, burst, tokio::time::Instant::now())));
+            }
+            Ok(admission)
+        }
+        Err(why) => {
+            WorkerStats::add(conn.worker.stats().signature_denial(why), 1);
+            tracing::info!(client = %conn.peer, path = %path, reason = why.label(), "signature refused");
+            Err(())
+        }
+    }
+}
+
 /// Answer one request.
 fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
     if conn.worker.config.zip.enabled && wants_archive(req.uri.query()) {
         if let Some(dir) = archive_dir(conn, req) {
-            return Reply::Archive(dir);
+            return match admit(conn, req, &dir) {
+                Ok(admission) => Reply::Archive(dir, admission),
+                Err(()) => Reply::Now(forbidden(conn)),
+            };
         }
     }
     Reply::Now(respond_file(conn, req))
@@ -208,6 +276,9 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
     };
     if config.dotfiles == DotfileRule::Deny && has_dotfile(&rel) {
         return not_found(conn);
+    }
+    if admit(conn, req, &rel).is_err() {
+        return forbidden(conn);
     }
 
     let mut file = match worker.open(&rel) {
@@ -416,6 +487,17 @@ fn open_error(conn: &Rc<ConnShared>, e: OpenError) -> Response<Body> {
     match e {
         OpenError::NotFound | OpenError::NotRegular => not_found(conn),
         OpenError::Forbidden => error(conn, StatusCode::FORBIDDEN, "forbidden\n"),
+        OpenError::Io(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            tracing::warn!(error = %e, "cannot open file: out of descriptors");
+            let mut resp = error(
+                conn,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server busy, retry soon\n",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
         OpenError::Io(e) => {
             tracing::error!(error = %e, "cannot open file");
             error(
@@ -425,6 +507,11 @@ fn open_error(conn: &Rc<ConnShared>, e: OpenError) -> Response<Body> {
             )
         }
     }
+}
+
+/// The one answer to a refused signature, whatever the reason.
+fn forbidden(conn: &Rc<ConnShared>) -> Response<Body> {
+    error(conn, StatusCode::FORBIDDEN, "forbidden\n")
 }
 
 fn not_found(conn: &Rc<ConnShared>) -> Response<Body> {
@@ -439,6 +526,7 @@ async fn archive(
     parts: http::request::Parts,
     body: Incoming,
     dir: String,
+    admission: Admission,
 ) -> Response<Body> {
     use http_body_util::BodyExt;
     let worker = conn.worker.clone();
@@ -504,6 +592,13 @@ async fn archive(
     let (compress, level) = (request.compress, request.level);
     let paths = std::mem::take(&mut request.paths);
     let build_root = root.clone();
+    // An unsigned archive of a folder leaves out the protected folders inside it; a signed one
+    // (its signature covers the folder, or a prefix above it) holds everything.
+    let exclude = if admission.grant.is_some() {
+        Vec::new()
+    } else {
+        worker.protect.protected_below(&format!("/{dir}"))
+    };
     let built = tokio::task::spawn_blocking(move || {
         let selection = if paths.is_empty() {
             Selection::Everything
@@ -520,6 +615,7 @@ async fn archive(
             compress,
             level,
             limits,
+            exclude: &exclude,
         })
     })
     .await;

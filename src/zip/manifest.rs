@@ -125,6 +125,18 @@ pub struct BuildInput<'a> {
     pub compress: Compress,
     pub level: u32,
     pub limits: Limits,
+    /// Paths relative to the root (no slashes at either end) whose subtrees stay out of the
+    /// archive (protected folders in an unsigned archive).
+    pub exclude: &'a [String],
+}
+
+impl BuildInput<'_> {
+    fn excluded(&self, disk_rel: &str) -> bool {
+        self.exclude.iter().any(|x| {
+            disk_rel.starts_with(x.as_str())
+                && (disk_rel.len() == x.len() || disk_rel.as_bytes()[x.len()] == b'/')
+        })
+    }
 }
 
 struct Builder<'a> {
@@ -260,6 +272,9 @@ impl Builder<'_> {
             let Ok(disk_str) = String::from_utf8(disk.clone()) else {
                 continue; // the server cannot address non-UTF-8 paths either
             };
+            if self.input.excluded(&disk_str) {
+                continue;
+            }
             let shown = format!("{prefix}{}", String::from_utf8_lossy(&name));
             if ftype.is_dir() {
                 let (_, meta) = match fs::open(self.input.root, &disk_str, self.input.symlinks) {
@@ -311,6 +326,11 @@ impl Builder<'_> {
         } else {
             format!("{}/{rel}", self.input.dir_rel)
         };
+        if self.input.excluded(&disk) {
+            return Err(ManifestError::NotFound(format!(
+                "path {shown} does not exist"
+            )));
+        }
         let meta = match fs::open(self.input.root, &disk, self.input.symlinks) {
             Ok((_, meta)) => meta,
             Err(OpenError::Io(e)) => return Err(ManifestError::Io(e)),

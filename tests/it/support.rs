@@ -248,8 +248,21 @@ pub struct Spawned {
 impl Spawned {
     /// Start `sendfiled serve` with `args` plus `--listen 127.0.0.1:0` and wait for its address.
     pub fn serve(args: &[&str]) -> Spawned {
+        Spawned::serve_with_prefix(&[], args)
+    }
+
+    /// Like [`Spawned::serve`], run under a wrapper command such as `prlimit ... --`.
+    pub fn serve_with_prefix(prefix: &[&str], args: &[&str]) -> Spawned {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(binary())
+        let mut command = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => std::process::Command::new(binary()),
+        };
+        let mut child = command
             .arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
