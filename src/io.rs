@@ -297,7 +297,7 @@ impl ResidentWindow {
 impl SendfileIo {
     /// Wrap an accepted connection. The first request must start within the header timeout.
     pub fn new(tcp: TcpStream, conn: std::rc::Rc<ConnShared>) -> Self {
-        let deadline = Instant::now() + conn.worker.config.limits.header_timeout;
+        let deadline = Instant::now() + conn.worker.config().limits.header_timeout;
         conn.phase.set(Phase::Idle {
             deadline: Some(deadline),
         });
@@ -368,8 +368,11 @@ impl SendfileIo {
         offset: usize,
         len: usize,
     ) -> Poll<io::Result<usize>> {
-        let worker = self.conn.worker.clone();
-        let chunk = len.min(worker.config.socket.sendfile_max_chunk);
+        let (max_chunk, cold_check_min) = {
+            let c = self.conn.worker.config();
+            (c.socket.sendfile_max_chunk, c.socket.cold_check_min)
+        };
+        let chunk = len.min(max_chunk);
 
         // Cold pages: read them in on the blocking pool first, so sendfile does not stall every
         // other connection of this worker on a disk read. The readahead covers a few chunks so
@@ -383,7 +386,7 @@ impl SendfileIo {
             }
             _ => false,
         };
-        if self.prefetch.is_none() && !known && file.len >= worker.config.socket.cold_check_min {
+        if self.prefetch.is_none() && !known && file.len >= cold_check_min {
             if is_resident(&file, offset, chunk) {
                 self.resident = Some(ResidentWindow::of(&file, offset, offset + chunk));
             } else {
@@ -500,7 +503,7 @@ impl AsyncRead for SendfileIo {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let limits = &this.conn.worker.config.limits;
+                let limits = this.conn.worker.config().limits.clone();
                 let deadline = match phase {
                     Phase::Idle { deadline: Some(d) } | Phase::Head { deadline: Some(d) } => d,
                     Phase::Idle { deadline: None } => {
@@ -550,8 +553,11 @@ impl AsyncWrite for SendfileIo {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let limits = &this.conn.worker.config.limits;
-        let (mut min_rate, window) = (limits.min_send_rate, limits.min_send_rate_window);
+        let (mut min_rate, window, send_timeout) = {
+            let c = this.conn.worker.config();
+            let l = &c.limits;
+            (l.min_send_rate, l.min_send_rate_window, l.send_timeout)
+        };
         let mut allowed = usize::MAX;
         if let Some(pacer) = this.conn.pace.get() {
             // A response we pace slowly must not be judged against a faster minimum.
@@ -612,9 +618,9 @@ impl AsyncWrite for SendfileIo {
                 // A client that stops reading must not hold its connection (and whatever the
                 // response holds: a file, an archive slot) forever: no progress for
                 // `send_timeout` closes it.
-                let deadline = *this.write_deadline.get_or_insert_with(|| {
-                    Instant::now() + this.conn.worker.config.limits.send_timeout
-                });
+                let deadline = *this
+                    .write_deadline
+                    .get_or_insert_with(|| Instant::now() + send_timeout);
                 let timer = this
                     .write_timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

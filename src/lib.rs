@@ -26,33 +26,75 @@ pub mod pool;
 pub mod protect;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod stats;
 pub mod sys;
+pub mod systemd;
 pub mod zip;
 
 pub use server::{start, RunningServer};
 
-/// Run a server until SIGTERM or SIGINT, then drain and return. Raises RLIMIT_NOFILE first.
-pub fn run(config: config::Config) -> anyhow::Result<()> {
+/// Run a server until SIGTERM or SIGINT, then drain and return. Raises RLIMIT_NOFILE first,
+/// serves on the sockets systemd passed if any, and speaks sd_notify. SIGHUP reloads the
+/// configuration file with `overrides` applied again; an invalid file is logged and ignored.
+pub fn run(config: config::Config, overrides: config::Overrides) -> anyhow::Result<()> {
     match sys::raise_nofile_limit() {
         Ok(n) => tracing::debug!(nofile = n, "raised the open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
-    let server = start(config)?;
+    let inherited = systemd::listen_fds()?;
+    if !inherited.is_empty() {
+        tracing::info!(sockets = inherited.len(), "using sockets passed by systemd");
+    }
+    let source = config.source.clone();
+    let server = server::start_with(config, inherited)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    systemd::notify(&format!("READY=1\nSTATUS=serving on {}", addrs.join(", ")));
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        let mut hup = signal(SignalKind::hangup())?;
+        let watchdog = systemd::watchdog_interval();
+        let period = watchdog.unwrap_or(std::time::Duration::from_secs(3600));
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut last_beats = server.heartbeats();
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+                _ = hup.recv() => {
+                    systemd::notify_reloading();
+                    reload(&server, source.as_deref(), &overrides);
+                    systemd::notify(&format!("READY=1\nSTATUS=serving on {}", addrs.join(", ")));
+                }
+                _ = ping.tick(), if watchdog.is_some() => {
+                    let beats = server.heartbeats();
+                    if beats.iter().zip(&last_beats).all(|(now, then)| now > then) {
+                        systemd::notify("WATCHDOG=1");
+                    } else {
+                        tracing::error!("a worker stopped its heartbeat; withholding the watchdog ping");
+                    }
+                    last_beats = beats;
+                }
+            }
         }
         Ok::<_, std::io::Error>(())
     })?;
+    systemd::notify("STOPPING=1\nSTATUS=draining in-flight responses");
     server.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: read the file again; keep the running configuration if anything is wrong with it.
+fn reload(server: &RunningServer, source: Option<&std::path::Path>, overrides: &config::Overrides) {
+    let loaded = config::Config::load(source, overrides).map_err(anyhow::Error::from);
+    match loaded.and_then(|c| server.reload(c)) {
+        Ok(()) => tracing::info!("configuration reloaded"),
+        Err(e) => tracing::error!(error = %e, "reload rejected; the running configuration stays"),
+    }
 }

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            match sendfiled::run(config) {
+            match sendfiled::run(config, overrides) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&*e),
             }

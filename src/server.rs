@@ -6,15 +6,14 @@
 //! finish its in-flight response (hyper's graceful shutdown), and waits up to the configured
 //! drain deadline before the worker threads return.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,8 +24,10 @@ use crate::config::Config;
 use crate::fs::cache::{Cached, FileCache};
 use crate::fs::{self, OpenError, OpenFile};
 use crate::io::{ConnShared, SendfileIo};
+use crate::protect::clients::ConnectionCount;
 use crate::protect::Protection;
 use crate::service::FileService;
+use crate::settings::{Live, Settings};
 use crate::stats::{Snapshot, Stats, WorkerStats};
 
 /// Recycled header maps kept per worker.
@@ -35,41 +36,70 @@ const SPARE_HEADER_MAPS: usize = 64;
 /// Everything one worker thread owns.
 pub struct Worker {
     pub id: usize,
-    pub config: Arc<Config>,
+    /// The shared, reloadable settings and this worker's reference to the current generation.
+    live: Arc<Live>,
+    settings: RefCell<Arc<Settings>>,
+    generation: Cell<u64>,
     root: Arc<File>,
+    root_path: std::path::PathBuf,
     stats: Stats,
     cache: RefCell<FileCache>,
     /// Reused for every request's normalised path, so path handling does not allocate.
     pub scratch_path: RefCell<String>,
-    cache_rules: Arc<CacheRules>,
     boundary_seed: u64,
     boundary_counter: Cell<u64>,
-    http: http1::Builder,
+    http: RefCell<http1::Builder>,
     open_connections: Cell<usize>,
     /// Archive streams running on all workers (the limit is global).
     pub archives: Arc<std::sync::atomic::AtomicUsize>,
-    /// Signed links, client limits and bandwidth rules (shared by all workers).
-    pub protect: Arc<Protection>,
+    /// Connections open on all workers (the cap is global).
+    pub connections: Arc<ConnectionCount>,
     spare_header_maps: RefCell<Vec<HeaderMap>>,
 }
 
 /// What every worker shares, handed to each at start.
+#[derive(Clone)]
 struct Shared {
-    config: Arc<Config>,
+    live: Arc<Live>,
     root: Arc<File>,
     stats: Stats,
-    cache_rules: Arc<CacheRules>,
     archives: Arc<std::sync::atomic::AtomicUsize>,
-    protect: Arc<Protection>,
-}
-
-/// Cache-Control rules compiled once.
-struct CacheRules {
-    globs: GlobSet,
-    values: Vec<HeaderValue>,
+    connections: Arc<ConnectionCount>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
+    /// Switch to the newest settings if they were replaced (a reload). Called at each request
+    /// and accept; one atomic load when nothing changed.
+    pub fn refresh(&self) {
+        let generation = self.live.generation();
+        if generation == self.generation.get() {
+            return;
+        }
+        let settings = self.live.current();
+        *self.http.borrow_mut() = http_builder(&settings.config);
+        // Cached entries carry Cache-Control values of the old rules; the bounds may change too.
+        let c = &settings.config.open_file_cache;
+        *self.cache.borrow_mut() = FileCache::new(c.entries, c.mapped_bytes, c.valid);
+        *self.settings.borrow_mut() = settings;
+        self.generation.set(generation);
+    }
+
+    /// The configuration in force (do not hold across an await: a reload replaces it).
+    pub fn config(&self) -> Ref<'_, Config> {
+        Ref::map(self.settings.borrow(), |s| &s.config)
+    }
+
+    /// The protections in force (do not hold across an await).
+    pub fn protect(&self) -> Ref<'_, Protection> {
+        Ref::map(self.settings.borrow(), |s| &s.protect)
+    }
+
+    /// The settings in force, to keep across an await.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.borrow().clone()
+    }
+
     /// The served root directory.
     pub fn root(&self) -> &Arc<File> {
         &self.root
@@ -85,34 +115,35 @@ impl Worker {
         let now = Instant::now();
         let mut cache = self.cache.borrow_mut();
         match cache.get(rel, now) {
-            Cached::Hit(f) => return Ok(f),
+            Cached::Hit(f) => {
+                WorkerStats::add(&self.stats().open_file_cache_hits, 1);
+                return Ok(f);
+            }
             Cached::Stale(_) => {
                 // One stat(2) decides whether the path still names the cached file. A changed
                 // identity (replaced, or now a symlink elsewhere) falls through to a full open
                 // under the symlink rule.
-                let same = std::fs::metadata(self.config.root.join(rel))
+                let same = std::fs::metadata(self.root_path.join(rel))
                     .ok()
                     .and_then(|meta| cache.revalidate(rel, &meta, now));
                 match same {
-                    Some(entry) => return Ok(entry),
+                    Some(entry) => {
+                        WorkerStats::add(&self.stats().open_file_cache_hits, 1);
+                        return Ok(entry);
+                    }
                     None => cache.remove(rel),
                 }
             }
             Cached::Miss => {}
         }
-        let (file, meta) = fs::open(&self.root, rel, self.config.symlinks)?;
-        let entry = Arc::new(fs::describe(file, &meta, rel, self.cache_control_for(rel)));
+        WorkerStats::add(&self.stats().open_file_cache_misses, 1);
+        let settings = self.settings.borrow();
+        let (file, meta) = fs::open(&self.root, rel, settings.config.symlinks)?;
+        let cache_control = settings.cache_rules.value_for(rel);
+        drop(settings);
+        let entry = Arc::new(fs::describe(file, &meta, rel, cache_control));
         cache.insert(rel, entry.clone(), now);
         Ok(entry)
-    }
-
-    fn cache_control_for(&self, rel: &str) -> Option<HeaderValue> {
-        if self.cache_rules.values.is_empty() {
-            return None;
-        }
-        let path = format!("/{rel}");
-        let first = self.cache_rules.globs.matches(&path).into_iter().min()?;
-        Some(self.cache_rules.values[first].clone())
     }
 
     /// A multipart boundary that will not repeat on this server: a per-worker random seed and a
@@ -150,6 +181,7 @@ pub struct RunningServer {
     stats: Stats,
     shutdown: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    shared: Shared,
 }
 
 impl RunningServer {
@@ -166,40 +198,126 @@ impl RunningServer {
     /// Stop accepting, let in-flight responses finish (up to the drain deadline), and wait for
     /// every worker to exit.
     pub fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.begin_shutdown();
         for t in self.threads {
             let _ = t.join();
         }
+    }
+
+    /// Stop accepting and start draining, without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Whether the server is draining (stopping).
+    pub fn draining(&self) -> bool {
+        self.shared
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.shared.live.current()
+    }
+
+    /// Archive streams running now.
+    pub fn archives_active(&self) -> usize {
+        self.shared
+            .archives
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Replace the settings with `config` (SIGHUP). Keys, limits, rules and protections take
+    /// effect at each worker's next request; the root, the listeners and the worker count are
+    /// fixed for the life of the process, and a change to them is reported and ignored.
+    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
+        let old = self.shared.live.current();
+        let fixed = [
+            ("root", old.config.root != config.root),
+            ("listen", old.config.listen != config.listen),
+            ("workers", old.config.workers != config.workers),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                tracing::warn!(
+                    key,
+                    "changed in the configuration; takes effect only on restart"
+                );
+            }
+        }
+        let settings = Settings::new(config)?;
+        self.shared.live.replace(settings);
+        Ok(())
+    }
+
+    /// Every worker's heartbeat count (see [`HEARTBEAT`]).
+    pub fn heartbeats(&self) -> Vec<u64> {
+        (0..self.threads.len())
+            .map(|i| {
+                self.stats
+                    .worker(i)
+                    .heartbeats
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .collect()
     }
 }
 
 /// Bind the listeners and start the workers. Errors (root, listen addresses) come back before
 /// any worker runs.
 pub fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let config = Arc::new(config);
+    start_with(config, Vec::new())
+}
+
+/// Like [`start`], serving on `inherited` listeners (socket activation) instead of binding
+/// `config.listen` when there are any; every worker accepts on every inherited socket.
+pub fn start_with(
+    config: Config,
+    inherited: Vec<std::net::TcpListener>,
+) -> anyhow::Result<RunningServer> {
     let root = Arc::new(
         File::open(&config.root)
             .map_err(|e| anyhow::anyhow!("root {}: {e}", config.root.display()))?,
     );
-    let rules = compile_rules(&config)?;
-    let (listeners, addrs) =
-        crate::listen::bind_all(&config.listen, config.workers, &config.socket)?;
-    let stats = Stats::new(config.workers);
+    let workers = config.workers;
+    let (listeners, addrs) = if inherited.is_empty() {
+        crate::listen::bind_all(&config.listen, workers, &config.socket)?
+    } else {
+        let mut addrs = Vec::new();
+        for l in &inherited {
+            l.set_nonblocking(true)?;
+            addrs.push(l.local_addr()?);
+        }
+        let mut per_worker = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            per_worker.push(
+                inherited
+                    .iter()
+                    .map(|l| l.try_clone())
+                    .collect::<std::io::Result<Vec<_>>>()?,
+            );
+        }
+        (per_worker, addrs)
+    };
+    let stats = Stats::new(workers);
     let (tx, rx) = watch::channel(false);
     let seed = boundary_seed();
-    let archives = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let protect = Arc::new(Protection::new(&config)?);
+    let shared = Shared {
+        live: Arc::new(Live::new(Settings::new(config)?)),
+        root,
+        stats: stats.clone(),
+        archives: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        connections: Arc::new(ConnectionCount::default()),
+        draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
 
-    let mut threads = Vec::with_capacity(config.workers);
+    let mut threads = Vec::with_capacity(workers);
     for (id, listeners) in listeners.into_iter().enumerate() {
-        let shared = Shared {
-            config: config.clone(),
-            root: root.clone(),
-            stats: stats.clone(),
-            cache_rules: rules.clone(),
-            archives: archives.clone(),
-            protect: protect.clone(),
-        };
+        let shared = shared.clone();
         let rx = rx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sendfiled-w{id}"))
@@ -223,66 +341,59 @@ pub fn start(config: Config) -> anyhow::Result<RunningServer> {
         stats,
         shutdown: tx,
         threads,
+        shared,
     })
 }
 
 impl Worker {
     fn new(id: usize, shared: Shared, seed: u64) -> Worker {
         let Shared {
-            config,
+            live,
             root,
             stats,
-            cache_rules,
             archives,
-            protect,
+            connections,
+            draining: _,
         } = shared;
-        let mut http = http1::Builder::new();
-        // Queue strategy: hyper hands us body Bufs as IoSlices without copying (sendfile needs it).
-        // Never pipeline_flush: it would force the flattening strategy that copies bodies.
-        http.writev(true)
-            .keep_alive(true)
-            .half_close(false)
-            .max_header_size(config.limits.header_bytes)
-            // Our IO layer enforces head and idle timeouts with keep-alive awareness.
-            .header_read_timeout(None);
-        if config.limits.max_headers != crate::config::defaults::MAX_HEADERS {
-            http.max_headers(config.limits.max_headers);
-        }
-        let c = &config.open_file_cache;
+        let settings = live.current();
+        let generation = live.generation();
+        let c = &settings.config.open_file_cache;
         Worker {
             id,
             cache: RefCell::new(FileCache::new(c.entries, c.mapped_bytes, c.valid)),
-            config,
+            http: RefCell::new(http_builder(&settings.config)),
+            root_path: settings.config.root.clone(),
+            settings: RefCell::new(settings),
+            generation: Cell::new(generation),
+            live,
             root,
             stats,
             scratch_path: RefCell::new(String::with_capacity(256)),
-            cache_rules,
             boundary_seed: seed,
             boundary_counter: Cell::new(0),
-            http,
             open_connections: Cell::new(0),
             spare_header_maps: RefCell::new(Vec::with_capacity(SPARE_HEADER_MAPS)),
             archives,
-            protect,
+            connections,
         }
     }
 }
 
-fn compile_rules(config: &Config) -> anyhow::Result<Arc<CacheRules>> {
-    let mut set = GlobSetBuilder::new();
-    let mut values = Vec::new();
-    for rule in &config.cache_control {
-        set.add(
-            GlobBuilder::new(&rule.path)
-                .literal_separator(true)
-                .build()?,
-        );
-        values.push(HeaderValue::from_str(&rule.value)?);
+/// hyper's connection settings for `config`.
+fn http_builder(config: &Config) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    // Queue strategy: hyper hands us body Bufs as IoSlices without copying (sendfile needs it).
+    // Never pipeline_flush: it would force the flattening strategy that copies bodies.
+    http.writev(true)
+        .keep_alive(true)
+        .half_close(false)
+        .max_header_size(config.limits.header_bytes)
+        // Our IO layer enforces head and idle timeouts with keep-alive awareness.
+        .header_read_timeout(None);
+    if config.limits.max_headers != crate::config::defaults::MAX_HEADERS {
+        http.max_headers(config.limits.max_headers);
     }
-    Ok(Arc::new(CacheRules {
-        globs: set.build()?,
-        values,
-    }))
+    http
 }
 
 fn boundary_seed() -> u64 {
@@ -303,15 +414,18 @@ fn run_worker(
         .thread_name(format!("sendfiled-w{}-blocking", worker.id))
         .build()?;
     let local = LocalSet::new();
-    let drain = worker.config.limits.shutdown_timeout;
     let worker = Rc::new(worker);
     local.block_on(&rt, async move {
         for l in listeners {
             let listener = TcpListener::from_std(l)?;
             tokio::task::spawn_local(accept_loop(listener, worker.clone(), shutdown.clone()));
         }
+        tokio::task::spawn_local(heartbeat(worker.clone()));
         let _ = shutdown.wait_for(|stop| *stop).await;
-        // Accept loops have stopped; connections are finishing their responses.
+        // Accept loops have stopped (and dropped their listeners, so that new connections are
+        // refused, or queued by systemd under socket activation); connections are finishing.
+        worker.refresh();
+        let drain = worker.config().limits.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + drain;
         while worker.open_connections.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -319,6 +433,20 @@ fn run_worker(
         Ok(())
     })
 }
+
+/// Proof of life for the systemd watchdog: the main thread pings only while every worker's
+/// counter keeps moving, so a wedged worker stops the pings and systemd restarts the service.
+async fn heartbeat(worker: Rc<Worker>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        WorkerStats::add(&worker.stats().heartbeats, 1);
+    }
+}
+
+/// How often each worker proves it is alive.
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
 
 async fn accept_loop(
     listener: TcpListener,
@@ -330,8 +458,9 @@ async fn accept_loop(
     loop {
         // The global connection cap: stop accepting (the kernel keeps queueing in the backlog)
         // until connections close, rather than accepting and failing them.
-        let cap = worker.protect.max_connections;
-        while worker.protect.connections.open() >= cap {
+        worker.refresh();
+        let cap = worker.protect().max_connections;
+        while worker.connections.open() >= cap {
             if !cap_logged {
                 tracing::warn!(
                     max_connections = cap,
@@ -356,7 +485,7 @@ async fn accept_loop(
             Ok((tcp, peer)) => {
                 fd_exhaustion_logged = false;
                 // Counted here, not in the task, so that the cap holds for a burst of accepts.
-                worker.protect.connections.opened();
+                worker.connections.opened();
                 tokio::task::spawn_local(serve_connection(
                     tcp,
                     peer,
@@ -391,14 +520,15 @@ async fn accept_loop(
 /// Counts a connection as open for as long as it lives (and against its address's cap).
 struct OpenGuard {
     worker: Rc<Worker>,
-    counted_ip: Option<std::net::IpAddr>,
+    /// The address and the settings generation whose per-IP table counted it.
+    counted: Option<(std::net::IpAddr, Arc<Settings>)>,
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.worker.protect.connections.closed();
-        if let Some(ip) = self.counted_ip {
-            self.worker.protect.clients.disconnect(ip);
+        self.worker.connections.closed();
+        if let Some((ip, settings)) = &self.counted {
+            settings.protect.clients.disconnect(*ip);
         }
         let w = &self.worker;
         w.open_connections.set(w.open_connections.get() - 1);
@@ -419,22 +549,28 @@ async fn serve_connection(
         .set(worker.open_connections.get() + 1);
     WorkerStats::add(&worker.stats().connections, 1);
     WorkerStats::add(&worker.stats().open_connections, 1);
-    let (counted_ip, refused) = match worker.protect.clients.connect(peer.ip()) {
-        Ok(counted) => (counted.then_some(peer.ip()), None),
+    let accepted = worker.protect().clients.connect(peer.ip());
+    let (counted, refused) = match accepted {
+        Ok(true) => (Some((peer.ip(), worker.settings())), None),
+        Ok(false) => (None, None),
         Err(why) => (None, Some(why)),
     };
     let _open = OpenGuard {
         worker: worker.clone(),
-        counted_ip,
+        counted,
     };
     // Small responses must not wait for Nagle; file data is already sent in large segments.
     let _ = tcp.set_nodelay(true);
-    if let Some(bytes) = worker.config.socket.send_buffer {
+    let send_buffer = worker.config().socket.send_buffer;
+    if let Some(bytes) = send_buffer {
         let _ = crate::sys::set_send_buffer(&tcp, bytes);
     }
     let conn = Rc::new(ConnShared::new(worker.clone(), peer, refused));
     let io = TokioIo::new(SendfileIo::new(tcp, conn.clone()));
-    let connection = worker.http.serve_connection(io, FileService::new(conn));
+    let connection = worker
+        .http
+        .borrow()
+        .serve_connection(io, FileService::new(conn));
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,

@@ -73,6 +73,7 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
     type Future = ServiceFuture;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.conn.worker.refresh();
         self.conn.set_busy();
         self.conn.pace.set(None);
         WorkerStats::add(&self.conn.worker.stats().requests, 1);
@@ -157,7 +158,8 @@ fn client_limits(conn: &Rc<ConnShared>) -> Option<Response<Body>> {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Some(resp);
     }
-    let Err(wait) = worker.protect.clients.request(conn.peer.ip()) else {
+    let limited = worker.protect().clients.request(conn.peer.ip());
+    let Err(wait) = limited else {
         return None;
     };
     WorkerStats::add(&worker.stats().rejected_request_rate, 1);
@@ -176,7 +178,7 @@ fn client_limits(conn: &Rc<ConnShared>) -> Option<Response<Body>> {
 /// generic body otherwise; the reason goes to the log and the counters), and a bandwidth rule or
 /// a signed `rate=` paces the response. `rel` is the normalised path without its leading `/`.
 fn admit(conn: &Rc<ConnShared>, req: &http::request::Parts, rel: &str) -> Result<Admission, ()> {
-    let protect = &conn.worker.protect;
+    let protect = conn.worker.protect();
     if !protect.inspects_paths() {
         return Ok(Admission::default());
     }
@@ -200,7 +202,8 @@ fn admit(conn: &Rc<ConnShared>, req: &http::request::Parts, rel: &str) -> Result
 
 /// Answer one request.
 fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
-    if conn.worker.config.zip.enabled && wants_archive(req.uri.query()) {
+    let zip_enabled = conn.worker.config().zip.enabled;
+    if zip_enabled && wants_archive(req.uri.query()) {
         if let Some(dir) = archive_dir(conn, req) {
             return match admit(conn, req, &dir) {
                 Ok(admission) => Reply::Archive(dir, admission),
@@ -214,7 +217,7 @@ fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
 /// The directory (relative to the root) an archive request names, if it is a well-formed
 /// GET, HEAD or POST of an existing directory; anything else is answered as a file request.
 fn archive_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
-    let config = &conn.worker.config;
+    let config = conn.worker.config();
     let hosts = req.headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
         return None;
@@ -239,7 +242,7 @@ fn archive_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<Stri
 /// Answer a request for a file (or a directory's index).
 fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<Body> {
     let worker = &conn.worker;
-    let config = &worker.config;
+    let config = worker.config();
 
     let hosts = req.headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
@@ -530,7 +533,9 @@ async fn archive(
 ) -> Response<Body> {
     use http_body_util::BodyExt;
     let worker = conn.worker.clone();
-    let zc = &worker.config.zip;
+    // Held across awaits: this request keeps the settings it started with through a reload.
+    let settings = worker.settings();
+    let zc = &settings.config.zip;
     let mut request =
         match ZipRequest::from_query(parts.uri.query().unwrap_or(""), zc.compress, zc.level) {
             Ok(Some(r)) => r,
@@ -581,8 +586,8 @@ async fn archive(
 
     let (root, symlinks, dotfiles) = (
         worker.root().clone(),
-        worker.config.symlinks,
-        worker.config.dotfiles,
+        settings.config.symlinks,
+        settings.config.dotfiles,
     );
     let limits = manifest::Limits {
         max_entries: zc.max_entries,
@@ -597,7 +602,7 @@ async fn archive(
     let exclude = if admission.grant.is_some() {
         Vec::new()
     } else {
-        worker.protect.protected_below(&format!("/{dir}"))
+        settings.protect.protected_below(&format!("/{dir}"))
     };
     let built = tokio::task::spawn_blocking(move || {
         let selection = if paths.is_empty() {

@@ -47,6 +47,10 @@ counters! {
     cold_prefetches,
     /// Responses aborted because the file shrank under them.
     truncated_aborts,
+    /// Opens answered by the open-file cache (including a revalidation by one stat).
+    open_file_cache_hits,
+    /// Opens that had to open the file.
+    open_file_cache_misses,
     /// Accept-loop pauses because the global connection cap was reached (one per 5 ms waited).
     accept_pauses,
     /// Accept-loop back-offs because descriptors or memory ran out (one per 100 ms waited).
@@ -73,6 +77,8 @@ counters! {
     send_timeouts,
     /// Connections closed because the client read slower than the minimum send rate.
     min_rate_closes,
+    /// Ticks of the worker's heartbeat task (the watchdog's proof of life).
+    heartbeats,
 }
 
 impl WorkerStats {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use clients::{ClientTable, ConnectionCount};
+use clients::ClientTable;
 use signing::{Denial, Grant, KeyRing, MethodClass};
 
 /// A bandwidth rule: responses under `prefix` leave at `rate` bytes per second after a free
@@ -34,7 +34,6 @@ pub struct Protection {
     /// Burst for links that carry `rate=` without a rule of their own.
     pub default_burst: u64,
     pub clients: ClientTable,
-    pub connections: ConnectionCount,
     /// Accepting pauses while this many connections are open.
     pub max_connections: usize,
 }
@@ -61,7 +60,6 @@ impl Protection {
             bandwidth,
             default_burst: config.clients.link_rate_burst,
             clients: ClientTable::new(config.clients.limits.clone()),
-            connections: ConnectionCount::default(),
             max_connections: config.clients.max_connections,
         })
     }

@@ -14,8 +14,8 @@ mod open;
 pub use alloc::CountingAllocator;
 pub use mmap::Mapping;
 pub use net::{
-    raise_nofile_limit, send_vectored, sendfile, set_defer_accept, set_fastopen, set_send_buffer,
-    unacked_bytes,
+    adopt_listener, monotonic_usec, raise_nofile_limit, send_vectored, sendfile, set_defer_accept,
+    set_fastopen, set_send_buffer, unacked_bytes,
 };
 pub use open::{open_beneath, SymlinkRule};
 

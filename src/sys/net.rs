@@ -129,3 +129,42 @@ pub fn unacked_bytes(sock: &impl AsFd) -> io::Result<u64> {
     }
     Ok(n.max(0) as u64)
 }
+
+/// Take ownership of an inherited descriptor (socket activation) if it is a listening TCP
+/// socket; anything else is refused and left open.
+pub fn adopt_listener(fd: std::os::fd::RawFd) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fstat writes one `stat` into a live local; a bad descriptor gives EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; `st` is valid for writes of its size.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::other(format!("descriptor {fd} is not a socket")));
+    }
+    // SAFETY: the descriptor is open (fstat succeeded) and was passed to this process to own
+    // (LISTEN_FDS); nothing else in the process uses it, so the OwnedFd is its only owner.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let sock = socket2::Socket::from(owned);
+    if !sock.is_listener()? || sock.r#type()? != socket2::Type::STREAM {
+        // Give the descriptor back rather than closing what we were not meant to own.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(sock);
+        return Err(io::Error::other(format!(
+            "descriptor {fd} is not a listening stream socket"
+        )));
+    }
+    sock.set_cloexec(true)?;
+    Ok(sock.into())
+}
+
+/// CLOCK_MONOTONIC in microseconds (what sd_notify's MONOTONIC_USEC wants).
+pub fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
