@@ -32,8 +32,17 @@ pub fn server(root: &std::path::Path) -> sendfiled::RunningServer {
         root: Some(root.to_path_buf()),
         listen: vec!["127.0.0.1:0".into()],
         workers: Some(1),
+        admin_listen: Some("off".into()),
     };
-    let config = Config::from_raw(RawConfig::default(), None, &overrides).unwrap();
+    // Measured without the access log, as nginx is (access_log off).
+    let raw = RawConfig {
+        access_log: Some(sendfiled::config::RawAccessLog {
+            enabled: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let config = Config::from_raw(raw, None, &overrides).unwrap();
     sendfiled::start(config).unwrap()
 }
 

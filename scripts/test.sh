@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite: unit tests, integration tests over 127.0.0.1, doc tests.
 # The integration tests drive real clients (curl) and archive readers (unzip, zip, 7z, bsdtar,
-# Python's zipfile, Java's jar), so this installs them first when they are
+# Python's zipfile, Java's jar), systemd-socket-activate and Python's prometheus_client, so this installs them first when they are
 # missing and we are root (a fresh Debian machine or CI); otherwise it says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,10 @@ command -v zip >/dev/null 2>&1 || missing+=(zip)
 command -v 7z >/dev/null 2>&1 || missing+=(p7zip-full)
 command -v bsdtar >/dev/null 2>&1 || missing+=(libarchive-tools)
 command -v jar >/dev/null 2>&1 || missing+=(default-jdk-headless)
+# Operations tests: socket activation, fd limits, and a real Prometheus text parser.
+command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -147,6 +147,18 @@ impl Body {
         Body::new(Kind::Multipart(Box::new(parts)), conn)
     }
 
+    /// How this body leaves (for the access log).
+    pub fn path(&self) -> crate::access_log::BodyPath {
+        use crate::access_log::BodyPath;
+        match &self.kind {
+            Kind::Empty | Kind::HeadOnly(_) => BodyPath::None,
+            Kind::Bytes(_) => BodyPath::Memory,
+            Kind::File(_) | Kind::Multipart(_) => BodyPath::Sendfile,
+            Kind::Copy(_) => BodyPath::Copy,
+            Kind::Zip(..) => BodyPath::Zip,
+        }
+    }
+
     /// A ZIP archive stream (exact length when `sized`, chunked otherwise).
     pub fn zip(stream: ZipStream, sized: bool, conn: &Rc<ConnShared>) -> Body {
         Body::new(Kind::Zip(Box::new(stream), sized), conn)
@@ -172,7 +184,10 @@ impl http_body::Body for Body {
                 Err(e) => return Poll::Ready(Some(Err(e))),
             },
             Kind::Zip(z, _) => match std::task::ready!(z.poll_next(cx)) {
-                Some(Ok(chunk)) => Some(chunk),
+                Some(Ok(chunk)) => {
+                    WorkerStats::add(&z.conn().worker.stats().zip_bytes, chunk.remaining() as u64);
+                    Some(chunk)
+                }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => None,
             },

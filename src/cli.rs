@@ -67,4 +67,7 @@ pub struct ServeArgs {
     /// Worker threads, one per core [default: available cores]
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Address of the admin listener (/metrics, /healthz, /readyz), or `off` [default: 127.0.0.1:9090]
+    #[arg(long)]
+    pub admin_listen: Option<String>,
 }

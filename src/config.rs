@@ -113,6 +113,26 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bandwidth: Vec<RawBandwidthRule>,
     pub clients: Option<RawClients>,
+    pub access_log: Option<RawAccessLog>,
+    pub admin: Option<RawAdmin>,
+}
+
+/// `[access_log]`: one line per request.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub enabled: Option<bool>,
+    pub format: Option<crate::access_log::Format>,
+    /// `"-"` for stdout, else a file (relative to the config file's directory).
+    pub path: Option<PathBuf>,
+}
+
+/// `[admin]`: the metrics and health listener.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// An address, or `"off"`.
+    pub listen: Option<String>,
 }
 
 /// `[signing]`: signed expiring links.
@@ -229,6 +249,8 @@ pub struct Overrides {
     pub root: Option<PathBuf>,
     pub listen: Vec<String>,
     pub workers: Option<usize>,
+    /// `--admin-listen`: an address or `off`.
+    pub admin_listen: Option<String>,
 }
 
 /// Request size limits and timeouts.
@@ -294,6 +316,15 @@ pub struct CacheRule {
     pub value: String,
 }
 
+/// The access log.
+#[derive(Clone, Debug)]
+pub struct AccessLogSettings {
+    pub enabled: bool,
+    pub format: crate::access_log::Format,
+    /// `None` = stdout.
+    pub path: Option<PathBuf>,
+}
+
 /// Signed links.
 #[derive(Clone, Debug, Default)]
 pub struct SigningSettings {
@@ -329,6 +360,9 @@ pub struct Config {
     pub signing: SigningSettings,
     pub bandwidth: Vec<crate::protect::BandwidthRule>,
     pub clients: ClientSettings,
+    pub access_log: AccessLogSettings,
+    /// The admin listener (/metrics, /healthz, /readyz); `None` = off.
+    pub admin_listen: Option<SocketAddr>,
     /// Where the configuration came from, for messages.
     pub source: Option<PathBuf>,
 }
@@ -350,6 +384,7 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 16_384;
     pub const REQUEST_BURST: u32 = 100;
     pub const LINK_RATE_BURST: u64 = 1 << 20;
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
     pub const BACKLOG: u32 = 4096;
     pub const DEFER_ACCEPT_SECS: u64 = 1;
     pub const SENDFILE_MAX_CHUNK: u64 = 2 * 1024 * 1024;
@@ -610,6 +645,54 @@ impl Config {
         let signing = check_signing(raw.signing.clone().unwrap_or_default(), file)?;
         let bandwidth = check_bandwidth(&raw.bandwidth, file)?;
         let clients = check_clients(raw.clients.clone().unwrap_or_default(), file)?;
+        let a = raw.access_log.clone().unwrap_or_default();
+        let access_log = AccessLogSettings {
+            enabled: a.enabled.unwrap_or(true),
+            format: a.format.unwrap_or(crate::access_log::Format::Json),
+            path: match a.path {
+                None => None,
+                Some(p) if p.as_os_str() == "-" => None,
+                Some(p) => Some(
+                    file.and_then(Path::parent)
+                        .unwrap_or(Path::new("."))
+                        .join(p),
+                ),
+            },
+        };
+        let admin_text = overrides
+            .admin_listen
+            .clone()
+            .or_else(|| raw.admin.as_ref().and_then(|a| a.listen.clone()))
+            .unwrap_or_else(|| defaults::ADMIN_LISTEN.to_string());
+        let admin_listen = if admin_text == "off" {
+            None
+        } else {
+            let addr = admin_text
+                .to_socket_addrs()
+                .map_err(|e| {
+                    err(
+                        "admin.listen",
+                        format!("cannot resolve {admin_text:?}: {e}"),
+                    )
+                })?
+                .next()
+                .ok_or_else(|| {
+                    err(
+                        "admin.listen",
+                        format!("{admin_text:?} resolves to no address"),
+                    )
+                })?;
+            if listen
+                .iter()
+                .any(|l| l.port() == addr.port() && addr.port() != 0)
+            {
+                return Err(err(
+                    "admin.listen",
+                    format!("{addr} shares a port with `listen`; the admin listener needs its own"),
+                ));
+            }
+            Some(addr)
+        };
 
         Ok(Config {
             root,
@@ -627,6 +710,8 @@ impl Config {
             signing,
             bandwidth,
             clients,
+            access_log,
+            admin_listen,
             source: file.map(Path::to_path_buf),
         })
     }
@@ -734,6 +819,22 @@ impl Config {
                         .collect(),
                 ),
                 link_rate_burst: Some(SizeText::Bytes(self.clients.link_rate_burst)),
+            }),
+            access_log: Some(RawAccessLog {
+                enabled: Some(self.access_log.enabled),
+                format: Some(self.access_log.format),
+                path: Some(
+                    self.access_log
+                        .path
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("-")),
+                ),
+            }),
+            admin: Some(RawAdmin {
+                listen: Some(
+                    self.admin_listen
+                        .map_or_else(|| "off".to_string(), |a| a.to_string()),
+                ),
             }),
         };
         toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))

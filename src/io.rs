@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::{BodyPath, Exchange};
 use crate::fs::OpenFile;
 use crate::protect::Pacer;
 use crate::server::Worker;
@@ -140,6 +141,10 @@ pub struct ConnShared {
     pub refused: Option<crate::protect::clients::Rejection>,
     /// The bandwidth limit of the response being sent, if any.
     pub pace: Cell<Option<Pacer>>,
+    /// Bytes written to the client so far (heads and bodies).
+    pub bytes_sent: Cell<u64>,
+    /// The exchange being answered, for the access log and the request metrics.
+    pub exchange: RefCell<Exchange>,
 }
 
 impl ConnShared {
@@ -170,7 +175,44 @@ impl ConnShared {
             peer,
             refused,
             pace: Cell::new(None),
+            bytes_sent: Cell::new(0),
+            exchange: RefCell::new(Exchange::default()),
         }
+    }
+
+    /// A request arrived: start its record (finishing a previous one still open).
+    pub fn begin_exchange(&self, parts: &http::request::Parts) {
+        self.finish_exchange(false);
+        let capture = self.worker.logging();
+        self.exchange
+            .borrow_mut()
+            .begin(parts, self.bytes_sent.get(), capture);
+    }
+
+    /// The response is known.
+    pub fn responded(&self, status: http::StatusCode, body: BodyPath) {
+        let mut x = self.exchange.borrow_mut();
+        x.status = status.as_u16();
+        x.body = body;
+    }
+
+    /// The exchange is over (its last byte is in the kernel, or the connection ended): count it
+    /// and log it.
+    pub fn finish_exchange(&self, aborted: bool) {
+        let mut x = self.exchange.borrow_mut();
+        if !x.active {
+            return;
+        }
+        x.active = false;
+        let seconds = x.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        let bytes = self.bytes_sent.get() - x.bytes_before;
+        let status = if x.status == 0 { 499 } else { x.status };
+        x.status = status;
+        let stats = self.worker.stats();
+        stats.exchange(x.method_index, status, seconds);
+        WorkerStats::add(&stats.bytes_sent, bytes);
+        self.worker
+            .log_exchange(&x, self.peer, bytes, seconds, aborted);
     }
 }
 
@@ -593,6 +635,9 @@ impl AsyncWrite for SendfileIo {
                         this.conn.pace.set(Some(pacer));
                     }
                     this.drip.written += n as u64;
+                    this.conn
+                        .bytes_sent
+                        .set(this.conn.bytes_sent.get() + n as u64);
                     if this.drip.window.is_some() {
                         if let Err(e) = this.drip.judge(&this.tcp, Instant::now(), min_rate, window)
                         {
@@ -642,6 +687,11 @@ impl AsyncWrite for SendfileIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper flushes once its queue is written. If the response body is done by then (the
+        // connection went idle), the exchange's last byte is in the kernel: log it now.
+        if let Phase::Idle { .. } = self.conn.phase.get() {
+            self.conn.finish_exchange(false);
+        }
         Poll::Ready(Ok(()))
     }
 

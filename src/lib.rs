@@ -15,6 +15,8 @@
 //! `?download=zip` on a directory takes a side road at step 3: [`zip`] builds a manifest on the
 //! blocking pool and streams the archive, whose stored file data are `FileBuf`s too.
 
+pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod fs;
 pub mod http;
 pub mod io;
 pub mod listen;
+pub mod metrics;
 pub mod pool;
 pub mod protect;
 pub mod server;
@@ -58,6 +61,7 @@ pub fn run(config: config::Config, overrides: config::Overrides) -> anyhow::Resu
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         let watchdog = systemd::watchdog_interval();
         let period = watchdog.unwrap_or(std::time::Duration::from_secs(3600));
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -70,6 +74,14 @@ pub fn run(config: config::Config, overrides: config::Overrides) -> anyhow::Resu
                     systemd::notify_reloading();
                     reload(&server, source.as_deref(), &overrides);
                     systemd::notify(&format!("READY=1\nSTATUS=serving on {}", addrs.join(", ")));
+                }
+                _ = usr1.recv() => {
+                    if let Some(log) = &server.settings().access_log {
+                        match log.reopen() {
+                            Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                            Err(e) => tracing::error!(error = %e, "SIGUSR1: cannot reopen the access log; writing to the old file"),
+                        }
+                    }
                 }
                 _ = ping.tick(), if watchdog.is_some() => {
                     let beats = server.heartbeats();

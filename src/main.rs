@@ -37,6 +37,7 @@ fn main() -> ExitCode {
                 root: args.root,
                 listen: args.listen,
                 workers: args.workers,
+                admin_listen: args.admin_listen,
             };
             let config = match Config::load(args.config.as_deref(), &overrides) {
                 Ok(c) => c,

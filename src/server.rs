@@ -55,7 +55,12 @@ pub struct Worker {
     /// Connections open on all workers (the cap is global).
     pub connections: Arc<ConnectionCount>,
     spare_header_maps: RefCell<Vec<HeaderMap>>,
+    /// Access-log lines waiting to be written (flushed by size and by the heartbeat).
+    log_buf: RefCell<Vec<u8>>,
 }
+
+/// Access-log bytes a worker buffers before writing them out.
+const LOG_BATCH: usize = 32 * 1024;
 
 /// What every worker shares, handed to each at start.
 #[derive(Clone)]
@@ -93,6 +98,44 @@ impl Worker {
     /// The protections in force (do not hold across an await).
     pub fn protect(&self) -> Ref<'_, Protection> {
         Ref::map(self.settings.borrow(), |s| &s.protect)
+    }
+
+    /// Whether the access log is on (exchanges then capture their text).
+    pub fn logging(&self) -> bool {
+        self.settings.borrow().access_log.is_some()
+    }
+
+    /// Append an exchange's line to the log buffer.
+    pub fn log_exchange(
+        &self,
+        x: &crate::access_log::Exchange,
+        client: SocketAddr,
+        bytes: u64,
+        seconds: f64,
+        aborted: bool,
+    ) {
+        let settings = self.settings.borrow();
+        let Some(log) = &settings.access_log else {
+            return;
+        };
+        let mut buf = self.log_buf.borrow_mut();
+        x.write_line(&mut buf, log.format(), client, bytes, seconds, aborted);
+        if buf.len() >= LOG_BATCH {
+            log.write_batch(&buf);
+            buf.clear();
+        }
+    }
+
+    /// Write out buffered access-log lines.
+    pub fn flush_log(&self) {
+        let mut buf = self.log_buf.borrow_mut();
+        if buf.is_empty() {
+            return;
+        }
+        if let Some(log) = &self.settings.borrow().access_log {
+            log.write_batch(&buf);
+        }
+        buf.clear();
     }
 
     /// The settings in force, to keep across an await.
@@ -182,6 +225,8 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     shared: Shared,
+    admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
+    admin_stop: watch::Sender<bool>,
 }
 
 impl RunningServer {
@@ -202,6 +247,16 @@ impl RunningServer {
         for t in self.threads {
             let _ = t.join();
         }
+        // The admin endpoints stay up through the drain (/readyz says 503 meanwhile).
+        let _ = self.admin_stop.send(true);
+        if let Some((_, t)) = self.admin {
+            let _ = t.join();
+        }
+    }
+
+    /// The admin listener's address, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| *a)
     }
 
     /// Stop accepting and start draining, without waiting.
@@ -306,6 +361,7 @@ pub fn start_with(
     let stats = Stats::new(workers);
     let (tx, rx) = watch::channel(false);
     let seed = boundary_seed();
+    let admin_listen = config.admin_listen;
     let shared = Shared {
         live: Arc::new(Live::new(Settings::new(config)?)),
         root,
@@ -333,6 +389,31 @@ pub fn start_with(
             })?;
         threads.push(thread);
     }
+    let (admin_stop, admin_rx) = watch::channel(false);
+    let admin = match admin_listen {
+        Some(addr) => {
+            let state = crate::admin::AdminState {
+                stats: stats.clone(),
+                archives: shared.archives.clone(),
+                draining: shared.draining.clone(),
+                workers,
+            };
+            match crate::admin::start(addr, state, admin_rx) {
+                Ok((bound, thread)) => {
+                    tracing::info!("admin endpoint on {bound}");
+                    Some((bound, thread))
+                }
+                Err(e) => {
+                    let _ = tx.send(true);
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     for a in &addrs {
         tracing::info!("listening on {a}");
     }
@@ -342,6 +423,8 @@ pub fn start_with(
         shutdown: tx,
         threads,
         shared,
+        admin,
+        admin_stop,
     })
 }
 
@@ -373,6 +456,7 @@ impl Worker {
             boundary_counter: Cell::new(0),
             open_connections: Cell::new(0),
             spare_header_maps: RefCell::new(Vec::with_capacity(SPARE_HEADER_MAPS)),
+            log_buf: RefCell::new(Vec::with_capacity(LOG_BATCH + 4096)),
             archives,
             connections,
         }
@@ -430,6 +514,7 @@ fn run_worker(
         while worker.open_connections.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        worker.flush_log();
         Ok(())
     })
 }
@@ -442,6 +527,7 @@ async fn heartbeat(worker: Rc<Worker>) {
     loop {
         tick.tick().await;
         WorkerStats::add(&worker.stats().heartbeats, 1);
+        worker.flush_log();
     }
 }
 
@@ -567,6 +653,7 @@ async fn serve_connection(
     }
     let conn = Rc::new(ConnShared::new(worker.clone(), peer, refused));
     let io = TokioIo::new(SendfileIo::new(tcp, conn.clone()));
+    let conn_for_log = conn.clone();
     let connection = worker
         .http
         .borrow()
@@ -582,4 +669,5 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "connection ended with an error");
     }
+    conn_for_log.finish_exchange(true);
 }

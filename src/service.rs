@@ -14,6 +14,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use crate::access_log::BodyPath;
 use crate::body::Body;
 use crate::config::DotfileRule;
 use crate::fs::path::{has_dotfile, normalize};
@@ -78,12 +79,19 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
         self.conn.pace.set(None);
         WorkerStats::add(&self.conn.worker.stats().requests, 1);
         let (mut parts, body) = req.into_parts();
+        self.conn.begin_exchange(&parts);
         let reply = match client_limits(&self.conn) {
             Some(refusal) => Reply::Now(refusal),
             None => respond(&self.conn, &parts),
         };
         match reply {
             Reply::Now(resp) => {
+                let path = if parts.method == Method::HEAD {
+                    BodyPath::None
+                } else {
+                    resp.body().path()
+                };
+                self.conn.responded(resp.status(), path);
                 // The request's header map becomes a later response's: with hyper recycling each
                 // sent response's map for the next request, header maps are never allocated in
                 // steady state.
@@ -94,8 +102,15 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
             }
             Reply::Archive(dir, admission) => {
                 let conn = self.conn.clone();
+                let is_head = parts.method == Method::HEAD;
                 ServiceFuture::Archive(Box::pin(async move {
-                    Ok(archive(conn, parts, body, dir, admission).await)
+                    let resp = archive(conn.clone(), parts, body, dir, admission).await;
+                    let path = match resp.body().path() {
+                        _ if is_head => BodyPath::None,
+                        path => path,
+                    };
+                    conn.responded(resp.status(), path);
+                    Ok(resp)
                 }))
             }
         }
@@ -185,6 +200,9 @@ fn admit(conn: &Rc<ConnShared>, req: &http::request::Parts, rel: &str) -> Result
     let path = format!("/{rel}");
     match protect.admit(&req.method, &path, req.uri.query(), unix_now()) {
         Ok(admission) => {
+            if let Some(grant) = &admission.grant {
+                conn.exchange.borrow_mut().key_id = Some(grant.kid.clone());
+            }
             if let Some((rate, burst)) = admission.pace {
                 WorkerStats::add(&conn.worker.stats().paced_responses, 1);
                 conn.pace
@@ -561,6 +579,7 @@ async fn archive(
             }
         }
     }
+    WorkerStats::add(&worker.stats().archives_total, 1);
     let Some(permit) = ArchivePermit::try_acquire(&worker.archives, zc.max_concurrent) else {
         let mut resp = error(
             &conn,

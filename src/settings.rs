@@ -17,6 +17,8 @@ pub struct Settings {
     pub config: Config,
     pub protect: Protection,
     pub cache_rules: CacheRules,
+    /// `None` when the access log is off.
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 /// Cache-Control rules compiled once per generation.
@@ -50,7 +52,17 @@ impl Settings {
             );
             values.push(HeaderValue::from_str(&rule.value)?);
         }
+        let log = &config.access_log;
+        let access_log = if log.enabled {
+            Some(crate::access_log::AccessLog::open(
+                log.format,
+                log.path.clone(),
+            )?)
+        } else {
+            None
+        };
         Ok(Settings {
+            access_log,
             protect: Protection::new(&config)?,
             cache_rules: CacheRules {
                 globs: set.build()?,

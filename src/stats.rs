@@ -7,29 +7,44 @@ use std::sync::Arc;
 
 /// Declares the per-worker block and its summed snapshot from one list of counters.
 macro_rules! counters {
-    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+    (
+        scalars { $($(#[doc = $doc:literal])* $name:ident,)* }
+        arrays { $($(#[doc = $adoc:literal])* $array:ident[$len:expr],)* }
+    ) => {
         /// One worker's counters.
         #[derive(Debug, Default)]
         #[repr(align(128))]
         pub struct WorkerStats {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
+            $($(#[doc = $adoc])* pub $array: [AtomicU64; $len],)*
         }
 
         /// A point-in-time sum over all workers.
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
         pub struct Snapshot {
             $($(#[doc = $doc])* pub $name: u64,)*
+            $($(#[doc = $adoc])* pub $array: [u64; $len],)*
         }
 
         impl Snapshot {
             fn add(&mut self, w: &WorkerStats) {
                 $(self.$name += w.$name.load(Relaxed);)*
+                $(for (sum, c) in self.$array.iter_mut().zip(&w.$array) {
+                    *sum += c.load(Relaxed);
+                })*
             }
         }
     };
 }
 
+/// Upper bounds (seconds) of the request-duration histogram's buckets; one more counts the rest.
+pub const DURATION_BUCKETS: [f64; 17] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+];
+
 counters! {
+    scalars {
     /// File body bytes sent by sendfile(2).
     sendfile_bytes,
     /// sendfile(2) calls that sent something.
@@ -79,9 +94,38 @@ counters! {
     min_rate_closes,
     /// Ticks of the worker's heartbeat task (the watchdog's proof of life).
     heartbeats,
+    /// Archive responses started.
+    archives_total,
+    /// Bytes of archive bodies handed to the connection (stored data inside leave by sendfile
+    /// and are counted in `sendfile_bytes` too).
+    zip_bytes,
+    /// Bytes written to clients (heads and bodies).
+    bytes_sent,
+    /// Sum of request durations, microseconds.
+    duration_us_sum,
+    }
+    arrays {
+    /// Finished exchanges by method (GET, HEAD, POST, OPTIONS, other) × status class (1xx..5xx):
+    /// index `method * 5 + class - 1`.
+    responses[25],
+    /// Request durations, non-cumulative counts per bucket of [`DURATION_BUCKETS`] plus +Inf.
+    duration_buckets[18],
+    }
 }
 
 impl WorkerStats {
+    /// Count a finished exchange.
+    pub fn exchange(&self, method_index: usize, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5);
+        Self::add(&self.responses[method_index.min(4) * 5 + class - 1], 1);
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        Self::add(&self.duration_buckets[bucket], 1);
+        Self::add(&self.duration_us_sum, (seconds * 1e6) as u64);
+    }
+
     /// Add `n` to a counter.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {

@@ -163,6 +163,11 @@ impl ZipStream {
         s
     }
 
+    /// The connection the archive is sent on.
+    pub fn conn(&self) -> &Rc<ConnShared> {
+        &self.conn
+    }
+
     /// Bytes left to send.
     pub fn remaining(&self) -> u64 {
         self.remaining

@@ -12,6 +12,8 @@ mod conditional;
 mod files;
 /// Request and connection limits: 414, 431, slowloris, idle keep-alive, clients that leave.
 mod limits;
+/// systemd (socket activation, sd_notify, watchdog), drain, reload, metrics, access log.
+mod operations;
 /// Signed links, bandwidth pacing, per-client and global limits, fd exhaustion, slow drips.
 mod protection;
 /// Methods, Host, HEAD parity, pipelining, error bodies.

@@ -67,13 +67,36 @@ impl Server {
             root: Some(root.to_path_buf()),
             listen: vec!["127.0.0.1:0".into()],
             workers: Some(raw.workers.unwrap_or(1)),
+            // Parallel tests cannot share the default admin port; a test that wants the
+            // listener sets [admin] itself.
+            admin_listen: if raw.admin.is_some() {
+                None
+            } else {
+                Some("off".into())
+            },
         };
+        let mut raw = raw;
+        if raw.access_log.is_none() {
+            raw.access_log = Some(sendfiled::config::RawAccessLog {
+                enabled: Some(false),
+                ..Default::default()
+            });
+        }
         let config = Config::from_raw(raw, None, &overrides).expect("test config is valid");
         let inner = sendfiled::start(config).expect("server starts");
         Server {
             addr: inner.local_addrs()[0],
             inner: Some(inner),
         }
+    }
+
+    /// The admin listener's address (the test config must set `[admin] listen`).
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.inner
+            .as_ref()
+            .unwrap()
+            .admin_addr()
+            .expect("admin listener on")
     }
 
     pub fn stats(&self) -> sendfiled::stats::Snapshot {
@@ -262,9 +285,15 @@ impl Spawned {
             }
             None => std::process::Command::new(binary()),
         };
+        let admin_default: &[&str] = if args.contains(&"--admin-listen") {
+            &[]
+        } else {
+            &["--admin-listen", "off"]
+        };
         let mut child = command
             .arg("serve")
             .args(args)
+            .args(admin_default)
             .args(["--listen", "127.0.0.1:0"])
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())

@@ -1,0 +1,373 @@
+//! The access log: one line per exchange, as JSON lines or nginx's combined format, to stdout (for
+//! journald) or to a file reopened on SIGUSR1 (for logrotate). A line is written when the
+//! response's last byte is in the kernel (or the connection ended), so it carries the bytes
+//! actually sent and the whole duration. Workers buffer lines and write them out in batches.
+//!
+//! Everything from the request is escaped (JSON string rules, or `\xHH` in combined format), so
+//! a hostile header cannot forge lines; a link's signature is replaced by `REDACTED`.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// One JSON object per line.
+    Json,
+    /// nginx's `combined`, plus the duration, body path and key id.
+    Combined,
+}
+
+/// Where lines go.
+pub struct AccessLog {
+    format: Format,
+    /// `None` = stdout.
+    path: Option<PathBuf>,
+    file: Mutex<Option<File>>,
+}
+
+impl AccessLog {
+    /// Open the log (creating the file if needed).
+    pub fn open(format: Format, path: Option<PathBuf>) -> io::Result<AccessLog> {
+        let file = match &path {
+            Some(p) => Some(open_append(p)?),
+            None => None,
+        };
+        Ok(AccessLog {
+            format,
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    /// The line format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Reopen the file by name (after logrotate moved it). A failure keeps the old file.
+    pub fn reopen(&self) -> io::Result<()> {
+        let Some(p) = &self.path else {
+            return Ok(());
+        };
+        let new = open_append(p)?;
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+        Ok(())
+    }
+
+    /// Write a batch of whole lines.
+    pub fn write_batch(&self, lines: &[u8]) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let result = match file.as_mut() {
+            Some(f) => f.write_all(lines),
+            None => io::stdout().lock().write_all(lines),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot write the access log");
+        }
+    }
+}
+
+fn open_append(p: &std::path::Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+/// How a response's body left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyPath {
+    /// No body (HEAD, 304, 204, empty).
+    #[default]
+    None,
+    /// A file by sendfile(2).
+    Sendfile,
+    /// A file through a buffer (unmappable files).
+    Copy,
+    /// A ZIP archive stream.
+    Zip,
+    /// Bytes from memory (errors, redirects).
+    Memory,
+}
+
+impl BodyPath {
+    /// The label used in logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            BodyPath::None => "none",
+            BodyPath::Sendfile => "sendfile",
+            BodyPath::Copy => "copy",
+            BodyPath::Zip => "zip",
+            BodyPath::Memory => "memory",
+        }
+    }
+}
+
+/// What the log needs of one exchange; the text fields live in one reused buffer.
+#[derive(Default)]
+pub struct Exchange {
+    pub active: bool,
+    pub started: Option<tokio::time::Instant>,
+    pub wall: Option<SystemTime>,
+    pub method_index: usize,
+    pub status: u16,
+    pub body: BodyPath,
+    pub bytes_before: u64,
+    pub key_id: Option<String>,
+    text: String,
+    /// End offsets in `text` of method, target, user agent, referer, range.
+    ends: [usize; 5],
+}
+
+/// Index of a method in the metrics (GET, HEAD, POST, OPTIONS, other).
+pub fn method_index(m: &http::Method) -> usize {
+    match *m {
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::OPTIONS => 3,
+        _ => 4,
+    }
+}
+
+/// Method labels by [`method_index`].
+pub const METHODS: [&str; 5] = ["GET", "HEAD", "POST", "OPTIONS", "other"];
+
+impl Exchange {
+    /// Start recording a request; `capture` says whether the log wants its text.
+    pub fn begin(&mut self, parts: &http::request::Parts, bytes_before: u64, capture: bool) {
+        self.active = true;
+        self.started = Some(tokio::time::Instant::now());
+        self.method_index = method_index(&parts.method);
+        self.status = 0;
+        self.body = BodyPath::None;
+        self.bytes_before = bytes_before;
+        self.key_id = None;
+        self.text.clear();
+        if !capture {
+            self.wall = None;
+            return;
+        }
+        self.wall = Some(SystemTime::now());
+        let header = |name: http::header::HeaderName| -> &[u8] {
+            parts.headers.get(name).map_or(&[][..], |v| v.as_bytes())
+        };
+        self.text.push_str(parts.method.as_str());
+        self.ends[0] = self.text.len();
+        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        redact_signature(pq, &mut self.text);
+        self.ends[1] = self.text.len();
+        self.text
+            .push_str(&String::from_utf8_lossy(header(http::header::USER_AGENT)));
+        self.ends[2] = self.text.len();
+        self.text
+            .push_str(&String::from_utf8_lossy(header(http::header::REFERER)));
+        self.ends[3] = self.text.len();
+        self.text
+            .push_str(&String::from_utf8_lossy(header(http::header::RANGE)));
+        self.ends[4] = self.text.len();
+    }
+
+    fn field(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    /// Append the log line for this exchange to `out`.
+    pub fn write_line(
+        &self,
+        out: &mut Vec<u8>,
+        format: Format,
+        client: std::net::SocketAddr,
+        bytes: u64,
+        seconds: f64,
+        aborted: bool,
+    ) {
+        let wall = self.wall.unwrap_or_else(SystemTime::now);
+        let mut line = String::with_capacity(256);
+        match format {
+            Format::Json => {
+                line.push_str("{\"time\":\"");
+                rfc3339(wall, &mut line);
+                let _ = write!(line, "\",\"client\":\"{client}\",\"method\":");
+                json_str(self.field(0), &mut line);
+                let target = self.field(1);
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                line.push_str(",\"path\":");
+                json_str(path, &mut line);
+                line.push_str(",\"query\":");
+                json_str(query, &mut line);
+                let _ = write!(
+                    line,
+                    ",\"status\":{},\"bytes\":{bytes},\"duration_ms\":{:.3},\"range\":",
+                    self.status,
+                    seconds * 1000.0
+                );
+                json_str(self.field(4), &mut line);
+                let _ = write!(line, ",\"body\":\"{}\",\"user_agent\":", self.body.label());
+                json_str(self.field(2), &mut line);
+                line.push_str(",\"referer\":");
+                json_str(self.field(3), &mut line);
+                line.push_str(",\"key_id\":");
+                match &self.key_id {
+                    Some(k) => json_str(k, &mut line),
+                    None => line.push_str("null"),
+                }
+                let _ = write!(line, ",\"aborted\":{aborted}}}");
+            }
+            Format::Combined => {
+                let _ = write!(line, "{} - - [", client.ip());
+                clf_time(wall, &mut line);
+                line.push_str("] \"");
+                escaped(self.field(0), &mut line);
+                line.push(' ');
+                escaped(self.field(1), &mut line);
+                let _ = write!(line, " HTTP/1.1\" {} {bytes} \"", self.status);
+                escaped(self.field(3), &mut line);
+                line.push_str("\" \"");
+                escaped(self.field(2), &mut line);
+                let _ = write!(
+                    line,
+                    "\" {:.3} {} {}{}",
+                    seconds,
+                    self.body.label(),
+                    self.key_id.as_deref().unwrap_or("-"),
+                    if aborted { " aborted" } else { "" }
+                );
+            }
+        }
+        line.push('\n');
+        out.extend_from_slice(line.as_bytes());
+    }
+}
+
+/// Copy `pq` (path and query) into `out` with the value of any `sig` parameter replaced.
+fn redact_signature(pq: &str, out: &mut String) {
+    let Some((path, query)) = pq.split_once('?') else {
+        out.push_str(pq);
+        return;
+    };
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some(("sig", _)) => out.push_str("sig=REDACTED"),
+            _ => out.push_str(pair),
+        }
+    }
+}
+
+fn json_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// nginx's escaping for combined logs: `"`, `\`, control and non-ASCII bytes as `\xHH`.
+fn escaped(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(b as char);
+        }
+    }
+}
+
+/// (year, month, day, hour, minute, second, millisecond) in UTC.
+fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400) as u32;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis(),
+    )
+}
+
+fn rfc3339(t: SystemTime, out: &mut String) {
+    let (y, mo, d, h, mi, s, ms) = civil(t);
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
+}
+
+fn clf_time(t: SystemTime, out: &mut String) {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, mo, d, h, mi, s, _) = civil(t);
+    let _ = write!(
+        out,
+        "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",
+        MONTHS[mo as usize - 1]
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates_format_in_utc() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_232_168_577);
+        let mut s = String::new();
+        rfc3339(t, &mut s);
+        assert_eq!(s, "2026-11-21T03:36:08.577Z");
+        s.clear();
+        clf_time(UNIX_EPOCH + Duration::from_secs(951_782_400), &mut s);
+        assert_eq!(s, "29/Feb/2000:00:00:00 +0000");
+    }
+
+    #[test]
+    fn signatures_are_redacted_and_text_escaped() {
+        let mut s = String::new();
+        redact_signature("/a?expires=1&kid=k&sig=SECRET&download", &mut s);
+        assert_eq!(s, "/a?expires=1&kid=k&sig=REDACTED&download");
+        let mut j = String::new();
+        json_str("a\"b\\c\nd", &mut j);
+        assert_eq!(j, r#""a\"b\\c\u000ad""#);
+        let mut c = String::new();
+        escaped("x\"\n\u{e9}", &mut c);
+        assert_eq!(c, r"x\x22\x0A\xC3\xA9");
+    }
+}

@@ -1,0 +1,118 @@
+//! The admin listener, on its own address (default 127.0.0.1:9090, never the public port):
+//! `/metrics` (Prometheus text), `/healthz` (the process answers) and `/readyz` (503 while
+//! draining, so a load balancer stops sending before the listeners close). One thread with its
+//! own small runtime, so a saturated worker never delays a health check.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use crate::metrics::{self, Gauges};
+use crate::stats::Stats;
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub stats: Stats,
+    pub archives: Arc<std::sync::atomic::AtomicUsize>,
+    pub draining: Arc<AtomicBool>,
+    pub workers: usize,
+}
+
+/// Bind `addr` and serve the admin endpoints on a thread until `stop` turns true. Returns the
+/// bound address.
+pub fn start(
+    addr: SocketAddr,
+    state: AdminState,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("admin.listen {addr}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let thread = std::thread::Builder::new()
+        .name("sendfiled-admin".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "admin listener cannot start");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                loop {
+                    let accepted = tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        r = listener.accept() => r,
+                    };
+                    let Ok((tcp, _)) = accepted else {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(answer(&req, &state)) }
+                        });
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .header_read_timeout(std::time::Duration::from_secs(10))
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .serve_connection(TokioIo::new(tcp), service);
+                        let _ = conn.await;
+                    });
+                }
+            });
+        })?;
+    Ok((bound, thread))
+}
+
+fn answer(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String, ctype: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(ctype),
+        );
+        r
+    };
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), PLAIN);
+    }
+    let draining = state.draining.load(Ordering::Relaxed);
+    match req.uri().path() {
+        "/metrics" => {
+            let gauges = Gauges {
+                archives_active: state.archives.load(Ordering::Relaxed),
+                draining,
+                workers: state.workers,
+            };
+            text(
+                StatusCode::OK,
+                metrics::render(&state.stats.snapshot(), &gauges),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into(), PLAIN),
+        "/readyz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into(), PLAIN),
+        "/readyz" => text(StatusCode::OK, "ready\n".into(), PLAIN),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into(), PLAIN),
+    }
+}

@@ -1,0 +1,206 @@
+//! The Prometheus text exposition of the server's counters (format 0.0.4): requests by method and
+//! status class, body bytes by path, connections, the open-file cache, archives, protections
+//! that fired, and a request-duration histogram. Rendered on demand from the per-worker blocks.
+
+use std::fmt::Write;
+
+use crate::access_log::METHODS;
+use crate::stats::{Snapshot, DURATION_BUCKETS};
+
+/// What the exposition needs besides the counters.
+pub struct Gauges {
+    pub archives_active: usize,
+    pub draining: bool,
+    pub workers: usize,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Render every metric.
+pub fn render(s: &Snapshot, g: &Gauges) -> String {
+    let mut out = String::with_capacity(8192);
+    family(
+        &mut out,
+        "sendfiled_requests_total",
+        "counter",
+        "Finished requests by method and status class.",
+    );
+    for (m, method) in METHODS.iter().enumerate() {
+        for class in 1..=5 {
+            let _ = writeln!(
+                out,
+                "sendfiled_requests_total{{method=\"{method}\",status=\"{class}xx\"}} {}",
+                s.responses[m * 5 + class - 1]
+            );
+        }
+    }
+    family(
+        &mut out,
+        "sendfiled_request_duration_seconds",
+        "histogram",
+        "Time from a request's head to its last byte handed to the kernel.",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+        cumulative += s.duration_buckets[i];
+        let _ = writeln!(
+            out,
+            "sendfiled_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += s.duration_buckets[DURATION_BUCKETS.len()];
+    let _ = writeln!(
+        out,
+        "sendfiled_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}\n\
+         sendfiled_request_duration_seconds_sum {}\n\
+         sendfiled_request_duration_seconds_count {cumulative}",
+        s.duration_us_sum as f64 / 1e6
+    );
+
+    family(
+        &mut out,
+        "sendfiled_body_bytes_total",
+        "counter",
+        "Response body bytes by how they left: sendfile (file data, including archives' stored data), copy (fallback through a buffer), zip (archive bodies, all of their bytes).",
+    );
+    for (path, v) in [
+        ("sendfile", s.sendfile_bytes),
+        ("copy", s.copied_bytes),
+        ("zip", s.zip_bytes),
+    ] {
+        let _ = writeln!(out, "sendfiled_body_bytes_total{{path=\"{path}\"}} {v}");
+    }
+    let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    };
+    scalar(
+        &mut out,
+        "sendfiled_sent_bytes_total",
+        "counter",
+        "Bytes written to clients, heads and bodies.",
+        s.bytes_sent,
+    );
+    scalar(
+        &mut out,
+        "sendfiled_sendfile_calls_total",
+        "counter",
+        "sendfile(2) calls that sent data.",
+        s.sendfile_calls,
+    );
+    scalar(
+        &mut out,
+        "sendfiled_connections_active",
+        "gauge",
+        "Open client connections.",
+        s.open_connections,
+    );
+    scalar(
+        &mut out,
+        "sendfiled_connections_total",
+        "counter",
+        "Accepted client connections.",
+        s.connections,
+    );
+    family(
+        &mut out,
+        "sendfiled_open_file_cache_total",
+        "counter",
+        "Open-file cache lookups by result.",
+    );
+    let _ = writeln!(
+        out,
+        "sendfiled_open_file_cache_total{{result=\"hit\"}} {}\nsendfiled_open_file_cache_total{{result=\"miss\"}} {}",
+        s.open_file_cache_hits, s.open_file_cache_misses
+    );
+    scalar(
+        &mut out,
+        "sendfiled_archives_active",
+        "gauge",
+        "Archive streams being sent.",
+        g.archives_active as u64,
+    );
+    scalar(
+        &mut out,
+        "sendfiled_archives_total",
+        "counter",
+        "Archive requests that reached the archive path.",
+        s.archives_total,
+    );
+    scalar(
+        &mut out,
+        "sendfiled_cold_prefetches_total",
+        "counter",
+        "File ranges read ahead on the blocking pool before sendfile (cold page cache).",
+        s.cold_prefetches,
+    );
+    scalar(
+        &mut out,
+        "sendfiled_truncated_aborts_total",
+        "counter",
+        "Responses aborted because their file shrank.",
+        s.truncated_aborts,
+    );
+    family(
+        &mut out,
+        "sendfiled_limiter_rejections_total",
+        "counter",
+        "Clients held back or turned away, by reason.",
+    );
+    for (reason, v) in [
+        ("per_ip_connections", s.rejected_per_ip_connections),
+        ("request_rate", s.rejected_request_rate),
+        ("send_timeout", s.send_timeouts),
+        ("min_send_rate", s.min_rate_closes),
+        ("connection_cap_pause", s.accept_pauses),
+        ("fd_exhaustion_backoff", s.accept_backoffs),
+    ] {
+        let _ = writeln!(
+            out,
+            "sendfiled_limiter_rejections_total{{reason=\"{reason}\"}} {v}"
+        );
+    }
+    family(
+        &mut out,
+        "sendfiled_signature_failures_total",
+        "counter",
+        "Protected requests refused, by reason.",
+    );
+    for (reason, v) in [
+        ("missing", s.signature_missing),
+        ("malformed", s.signature_malformed),
+        ("expired", s.signature_expired),
+        ("unknown_key", s.signature_unknown_key),
+        ("bad_signature", s.signature_bad),
+        ("out_of_scope", s.signature_out_of_scope),
+    ] {
+        let _ = writeln!(
+            out,
+            "sendfiled_signature_failures_total{{reason=\"{reason}\"}} {v}"
+        );
+    }
+    scalar(
+        &mut out,
+        "sendfiled_paced_responses_total",
+        "counter",
+        "Responses paced by a bandwidth limit.",
+        s.paced_responses,
+    );
+    scalar(
+        &mut out,
+        "sendfiled_draining",
+        "gauge",
+        "1 while the server drains for shutdown.",
+        u64::from(g.draining),
+    );
+    scalar(
+        &mut out,
+        "sendfiled_workers",
+        "gauge",
+        "Worker threads.",
+        g.workers as u64,
+    );
+    out
+}

@@ -1,0 +1,474 @@
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{binary, read_response, Server, Spawned, Tree};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Read sd_notify datagrams until one contains `want` (or panic after `secs`).
+fn expect_notify(sock: &UnixDatagram, want: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.lines().any(|l| l == want) {
+                return msg;
+            }
+            seen.push(msg);
+        }
+    }
+    panic!("no {want:?} within {secs}s; got {seen:?}");
+}
+
+fn get(addr: SocketAddr, path: &str) -> crate::support::Response {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_response(&mut c, false).expect("a response")
+}
+
+#[test]
+fn socket_activation_and_sd_notify() {
+    let t = Tree::new();
+    t.file("a.txt", b"activated");
+    let notify_path = t.dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new("systemd-socket-activate")
+        .args([
+            "-l",
+            &addr.to_string(),
+            "-E",
+            "NOTIFY_SOCKET",
+            "-E",
+            "WATCHDOG_USEC",
+        ])
+        .arg(binary())
+        .args([
+            "serve",
+            "--root",
+            t.root().to_str().unwrap(),
+            "--admin-listen",
+            "off",
+        ])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd) is installed");
+    // systemd-socket-activate listens, then execs the server on the first connection.
+    let start = Instant::now();
+    let mut first = loop {
+        match TcpStream::connect(addr) {
+            Ok(c) => break c,
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("the activation socket never listened: {e}"),
+        }
+    };
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(first, "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let ready = expect_notify(&notify, "READY=1", 10);
+    assert!(
+        ready.contains(&format!("STATUS=serving on {addr}")),
+        "{ready}"
+    );
+    // The connection that triggered the activation is answered on the passed socket.
+    let r = read_response(&mut first, false).unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"activated"[..]));
+    assert_eq!(get(addr, "/a.txt").status, 200);
+
+    // Watchdog pings at half of WATCHDOG_USEC.
+    expect_notify(&notify, "WATCHDOG=1", 3);
+    expect_notify(&notify, "WATCHDOG=1", 3);
+
+    // A reload is bracketed by RELOADING=1 and READY=1.
+    signal(child.id(), "HUP");
+    let reloading = expect_notify(&notify, "RELOADING=1", 5);
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    expect_notify(&notify, "READY=1", 5);
+
+    signal(child.id(), "TERM");
+    expect_notify(&notify, "STOPPING=1", 5);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sigterm_drains_in_flight_downloads_and_refuses_new_connections() {
+    let t = Tree::new();
+    let data = Tree::noise(100 << 20, 77);
+    t.file("big.bin", &data);
+    let admin_port = free_port();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
+    ]);
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    assert_eq!(get(admin, "/readyz").status, 200);
+
+    // A slow download: about 25 MiB/s, so it is mid-body when SIGTERM arrives.
+    let mut c = server.connect();
+    write!(c, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let addr = server.addr;
+    let pid = server.pid();
+    let reader = std::thread::spawn(move || {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let mut body = Vec::with_capacity(100 << 20);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("download broke: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        body
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    signal(pid, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // Draining: not ready, and the public port refuses new connections.
+    assert_eq!(get(admin, "/readyz").status, 503);
+    assert_eq!(get(admin, "/healthz").status, 200);
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted while draining"
+    );
+
+    let body = reader.join().unwrap();
+    assert_eq!(body.len(), data.len());
+    assert!(body == data, "the drained download is byte-exact");
+    let status = server.terminate(30);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sighup_reloads_keys_and_limits_and_keeps_the_old_config_when_the_new_one_is_bad() {
+    let t = Tree::new();
+    t.file("private/doc.pdf", b"%PDF secret");
+    t.file("public/a.txt", b"public");
+    let data = Tree::noise(64 << 20, 3);
+    t.file("public/big.bin", &data);
+    let k1 = t.dir.path().join("k1.key");
+    let k2 = t.dir.path().join("k2.key");
+    std::fs::write(&k1, "first-key-0123456789abcdef").unwrap();
+    std::fs::write(&k2, "second-key-0123456789abcdef").unwrap();
+    let config = t.dir.path().join("sendfiled.toml");
+    let base = "[signing]\nprotected = [\"/private/\"]\n[[signing.keys]]\nid = \"k1\"\nfile = \"k1.key\"\n";
+    std::fs::write(&config, base).unwrap();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let sign = |key: &std::path::Path, kid: &str| -> String {
+        let out = Command::new(binary())
+            .args(["sign", "--key-file"])
+            .arg(key)
+            .args(["--key-id", kid, "/private/doc.pdf"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let by_k2 = sign(&k2, "k2");
+    assert_eq!(get(server.addr, &sign(&k1, "k1")).status, 200);
+    assert_eq!(
+        get(server.addr, &by_k2).status,
+        403,
+        "k2 is not configured yet"
+    );
+
+    // An in-flight download, read slowly across both reloads.
+    let mut c = server.connect();
+    write!(c, "GET /public/big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let reader = std::thread::spawn(move || {
+        let r = read_response(&mut SlowReader(c), false).unwrap();
+        r.body
+    });
+
+    // Reload 1: a second key and a request-rate limit.
+    std::fs::write(
+        &config,
+        format!("{base}[[signing.keys]]\nid = \"k2\"\nfile = \"k2.key\"\n[clients]\nrequests_per_second = 0.5\nrequest_burst = 2\n"),
+    )
+    .unwrap();
+    let before = server
+        .log
+        .lock()
+        .unwrap()
+        .matches("configuration reloaded")
+        .count();
+    signal(server.pid(), "HUP");
+    wait_for_log(&server, "configuration reloaded", before + 1);
+    assert_eq!(get(server.addr, &by_k2).status, 200, "the new key works");
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| get(server.addr, "/public/a.txt").status)
+        .collect();
+    assert!(
+        statuses.contains(&429),
+        "the new rate limit applies: {statuses:?}"
+    );
+
+    // Reload 2: an invalid file is rejected and the running configuration stays.
+    std::fs::write(&config, "[clients]\nrequests_per_secnod = 5\n").unwrap();
+    signal(server.pid(), "HUP");
+    wait_for_log(&server, "reload rejected", 1);
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.contains("requests_per_secnod"),
+        "the error names the key: {log}"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        get(server.addr, &by_k2).status,
+        200,
+        "the old configuration is kept"
+    );
+
+    let body = reader.join().unwrap();
+    assert!(body == data, "the in-flight download survived both reloads");
+    assert!(server.terminate(10).success());
+}
+
+fn wait_for_log(server: &Spawned, needle: &str, count: usize) {
+    let start = Instant::now();
+    while server.log.lock().unwrap().matches(needle).count() < count {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "log never said {needle:?}: {}",
+            server.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads at most 1 MiB per 50 ms (about 20 MiB/s).
+struct SlowReader(TcpStream);
+
+impl Read for SlowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(1));
+        let n = buf.len().min(1 << 20);
+        let got = self.0.read(&mut buf[..n])?;
+        if got > 64 * 1024 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(got)
+    }
+}
+
+#[test]
+fn metrics_parse_with_prometheus_client_and_count_what_was_done() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    t.file("d/b.txt", b"bravo");
+    let s = Server::start(&t.root(), "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    for _ in 0..3 {
+        assert_eq!(s.get("/a.txt", &[]).status, 200);
+    }
+    assert_eq!(s.request("HEAD", "/a.txt", &[]).status, 200);
+    assert_eq!(s.get("/missing", &[]).status, 404);
+    assert_eq!(s.get("/missing", &[]).status, 404);
+    assert_eq!(s.get("/a.txt", &["Range: bytes=0-1"]).status, 206);
+    assert_eq!(s.get("/d/?download=zip", &[]).status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let r = get(s.admin_addr(), "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let dir = t.dir.path();
+    std::fs::write(dir.join("metrics.txt"), &r.body).unwrap();
+    // The distribution's Python, where python3-prometheus-client is installed (a pyenv or venv
+    // python3 earlier in PATH would not have it).
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let out = Command::new(python)
+        .args([
+            "-c",
+            r#"import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        key = s.name + ''.join(f'|{k}={v}' for k, v in sorted(s.labels.items()))
+        out[key] = s.value
+print(json.dumps(out))"#,
+        ])
+        .arg(dir.join("metrics.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client (python3-prometheus-client) could not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("no {k} in {m}"));
+    // GET 2xx: three 200s, one 206, one archive.
+    assert_eq!(v("sendfiled_requests_total|method=GET|status=2xx"), 5.0);
+    assert_eq!(v("sendfiled_requests_total|method=GET|status=4xx"), 2.0);
+    assert_eq!(v("sendfiled_requests_total|method=HEAD|status=2xx"), 1.0);
+    assert_eq!(v("sendfiled_request_duration_seconds_count"), 8.0);
+    assert_eq!(v("sendfiled_request_duration_seconds_bucket|le=+Inf"), 8.0);
+    assert_eq!(v("sendfiled_archives_total"), 1.0);
+    assert!(v("sendfiled_body_bytes_total|path=zip") > 0.0);
+    // Three whole bodies, two bytes of a range and the archive's stored file.
+    assert_eq!(
+        v("sendfiled_body_bytes_total|path=sendfile"),
+        3.0 * 5.0 + 2.0 + 5.0
+    );
+    assert_eq!(v("sendfiled_body_bytes_total|path=copy"), 0.0);
+    assert_eq!(v("sendfiled_connections_total"), 8.0);
+    assert!(v("sendfiled_open_file_cache_total|result=hit") >= 4.0);
+    assert_eq!(
+        v("sendfiled_signature_failures_total|reason=bad_signature"),
+        0.0
+    );
+    assert_eq!(v("sendfiled_draining"), 0.0);
+    assert_eq!(get(s.admin_addr(), "/healthz").status, 200);
+    assert_eq!(get(s.admin_addr(), "/readyz").status, 200);
+    assert_eq!(get(s.admin_addr(), "/nope").status, 404);
+    // The admin endpoints are not on the public port.
+    assert_eq!(s.get("/metrics", &[]).status, 404);
+}
+
+#[test]
+fn access_log_lines_and_reopen_on_sigusr1() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    let log = t.dir.path().join("access.log");
+    let config = t.dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[access_log]\nformat = \"json\"\npath = \"access.log\"\n",
+    )
+    .unwrap();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let mut c = server.connect();
+    write!(
+        c,
+        "GET /a.txt?expires=1&kid=k&sig=SECRETSIG HTTP/1.1\r\nHost: t\r\nUser-Agent: evil\"\n\rinjected\r\nReferer: https://example.com/\r\nRange: bytes=1-2\r\n\r\n"
+    )
+    .unwrap();
+    // A forged line break in a header is a malformed request (400), never a log line of its own.
+    let r = read_response(&mut c, false).unwrap();
+    assert_eq!(r.status, 400);
+    let mut c = server.connect();
+    write!(
+        c,
+        "GET /a.txt?expires=1&kid=k&sig=SECRETSIG HTTP/1.1\r\nHost: t\r\nUser-Agent: tester \"quoted\"\r\nReferer: https://example.com/\r\nRange: bytes=1-2\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut c, false).unwrap().status, 206);
+    drop(c);
+    let line = wait_for_line(&log, "tester");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().all(|l| l.starts_with('{') && l.ends_with('}')),
+        "{text}"
+    );
+    assert!(!line.contains("SECRETSIG"), "signature redacted: {line}");
+    let j: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(j["method"], "GET");
+    assert_eq!(j["path"], "/a.txt");
+    assert_eq!(j["query"], "expires=1&kid=k&sig=REDACTED");
+    assert_eq!(j["status"], 206);
+    assert_eq!(j["range"], "bytes=1-2");
+    assert_eq!(j["body"], "sendfile");
+    assert_eq!(j["user_agent"], "tester \"quoted\"");
+    assert_eq!(j["referer"], "https://example.com/");
+    assert!(j["bytes"].as_u64().unwrap() > 2);
+    assert!(j["duration_ms"].as_f64().is_some());
+    assert!(j["time"].as_str().unwrap().ends_with('Z'));
+    assert!(j["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+
+    // logrotate: move the file away, SIGUSR1, and new lines go to a new file.
+    let rotated = t.dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(server.pid(), "USR1");
+    wait_for_log(&server, "access log reopened", 1);
+    assert_eq!(get(server.addr, "/a.txt").status, 200);
+    let line = wait_for_line(&log, "\"status\":200");
+    assert!(line.contains("\"path\":\"/a.txt\""));
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("\"status\":200"));
+    assert!(server.terminate(10).success());
+}
+
+fn wait_for_line(path: &std::path::Path, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no line with {needle:?} in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
