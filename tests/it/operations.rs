@@ -472,3 +472,46 @@ fn wait_for_line(path: &std::path::Path, needle: &str) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn packaged_units_verify_and_the_default_config_checks() {
+    let t = Tree::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let units = t.dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    for unit in ["sendfiled.service", "sendfiled.socket"] {
+        let text = std::fs::read_to_string(repo.join("packaging/systemd").join(unit)).unwrap();
+        let text = text
+            .replace("/usr/local/bin/sendfiled", binary())
+            .replace("/etc/sendfiled/sendfiled.toml", "/dev/null");
+        std::fs::write(units.join(unit), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(units.join("sendfiled.service"))
+        .arg(units.join("sendfiled.socket"))
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let own: Vec<&str> = stderr.lines().filter(|l| l.contains("sendfiled")).collect();
+    assert!(own.is_empty(), "warnings about our units: {own:?}");
+
+    // The default configuration is valid once its root exists.
+    let config = std::fs::read_to_string(repo.join("packaging/sendfiled.toml"))
+        .unwrap()
+        .replace("/srv/www", t.root().to_str().unwrap());
+    let file = t.dir.path().join("sendfiled.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(binary())
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
