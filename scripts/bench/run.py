@@ -176,8 +176,12 @@ def start(server):
         nginx = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
         cmd = ["taskset", "-c", SERVER_CPU, nginx, "-c", str(nginx_conf()), "-e", str(BENCH_DIR / "nginx-error.log")]
     else:
+        # Like nginx's `access_log off`: the access log is off and the admin listener too.
+        conf = BENCH_DIR / "sendfiled.toml"
+        conf.write_text("[access_log]\nenabled = false\n[admin]\nlisten = \"off\"\n")
         cmd = ["taskset", "-c", SERVER_CPU, str(REPO / "target/release/sendfiled"), "serve",
-               "--root", str(CORPUS), "--listen", f"127.0.0.1:{PORTS['sendfiled']}", "--workers", "1"]
+               "--root", str(CORPUS), "--listen", f"127.0.0.1:{PORTS['sendfiled']}", "--workers", "1",
+               "--config", str(conf)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(BENCH_DIR / f"{server}.log", "w"))
     url = f"http://127.0.0.1:{PORTS[server]}/1k.bin"
     for _ in range(100):
