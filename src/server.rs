@@ -456,7 +456,7 @@ impl Worker {
             boundary_counter: Cell::new(0),
             open_connections: Cell::new(0),
             spare_header_maps: RefCell::new(Vec::with_capacity(SPARE_HEADER_MAPS)),
-            log_buf: RefCell::new(Vec::with_capacity(LOG_BATCH + 4096)),
+            log_buf: RefCell::new(Vec::new()),
             archives,
             connections,
         }

@@ -515,3 +515,105 @@ fn packaged_units_verify_and_the_default_config_checks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A stand-in for systemd's socket unit: it holds the listening socket, passes it to the server
+/// as fd 3 with LISTEN_FDS/LISTEN_PID, and restarts the server while a client keeps connecting.
+const SOCKET_MANAGER: &str = r#"
+import json, os, signal, socket, subprocess, sys, threading, time
+binary, root = sys.argv[1], sys.argv[2]
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(4096)
+port = ls.getsockname()[1]
+
+def launch():
+    def to_fd3():
+        os.dup2(ls.fileno(), 3)
+        os.set_inheritable(3, True)
+    return subprocess.Popen(
+        ["sh", "-c", 'LISTEN_FDS=1 LISTEN_PID=$$ exec "$0" serve --root "$1" --admin-listen off --workers 2', binary, root],
+        preexec_fn=to_fd3, pass_fds=(3,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+def get():
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data.startswith(b"HTTP/1.1 200") and data.endswith(b"restart-proof")
+
+first = launch()
+for _ in range(100):
+    try:
+        if get():
+            break
+    except OSError:
+        pass
+    time.sleep(0.05)
+results = {"ok": 0, "failed": 0, "errors": []}
+stop = threading.Event()
+def client():
+    while not stop.is_set():
+        try:
+            if get():
+                results["ok"] += 1
+            else:
+                results["failed"] += 1
+        except OSError as e:
+            results["failed"] += 1
+            results["errors"].append(str(e))
+threads = [threading.Thread(target=client) for _ in range(4)]
+for t in threads:
+    t.start()
+time.sleep(1)
+before = results["ok"]
+first.send_signal(signal.SIGTERM)
+first.wait(timeout=20)
+gap_start = time.time()
+time.sleep(0.5)  # connections queue in the backlog while no server runs
+second = launch()
+time.sleep(1.5)
+stop.set()
+for t in threads:
+    t.join()
+second.send_signal(signal.SIGTERM)
+results["first_exit"] = first.returncode
+results["second_exit"] = second.wait(timeout=20)
+results["ok_before_restart"] = before
+print(json.dumps(results))
+"#;
+
+#[test]
+fn a_restart_behind_socket_activation_refuses_no_connection() {
+    let t = Tree::new();
+    t.file("a.txt", b"restart-proof");
+    let script = t.dir.path().join("socket_manager.py");
+    std::fs::write(&script, SOCKET_MANAGER).unwrap();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(binary())
+        .arg(t.root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["failed"], 0,
+        "connection attempts lost in the restart: {r}"
+    );
+    assert_eq!(r["first_exit"], 0, "{r}");
+    assert_eq!(r["second_exit"], 0, "{r}");
+    let before = r["ok_before_restart"].as_u64().unwrap();
+    let total = r["ok"].as_u64().unwrap();
+    assert!(
+        before > 0 && total > before + 4,
+        "served across the restart: {r}"
+    );
+}
