@@ -19,12 +19,16 @@ command -v jar >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
+# The fleet test puts nginx in front of two nodes as the load balancer.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${missing[*]}" >&2
     apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts the packaged nginx on port 80; the tests run their own.
+    service nginx stop >/dev/null 2>&1 || true
   else
     echo "test.sh: please install: ${missing[*]}" >&2
     exit 1

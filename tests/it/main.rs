@@ -8,6 +8,8 @@ mod support;
 mod cli;
 /// Conditional requests: 304, 412, their headers and their precedence.
 mod conditional;
+/// Several nodes with copies of one tree: identical answers, resume across nodes behind nginx.
+mod fleet;
 /// Directories, index files, redirects, dotfiles, downloads, Cache-Control.
 mod files;
 /// Request and connection limits: 414, 431, slowloris, idle keep-alive, clients that leave.

@@ -1,0 +1,219 @@
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::support::{binary, read_response, Spawned, Tree};
+
+/// Two copies of one tree, as `rsync -a` leaves them: same bytes, same mtimes, same modes.
+fn twin_trees(files: &[(&str, Vec<u8>)]) -> (Tree, Tree) {
+    let a = Tree::new();
+    let b = Tree::new();
+    let when = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_790_000_000_123_456_789);
+    for t in [&a, &b] {
+        for (rel, bytes) in files {
+            let p = t.file(rel, bytes);
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        // Directories too (their mtimes are in the archive), deepest first.
+        let mut dirs: Vec<std::path::PathBuf> = files
+            .iter()
+            .flat_map(|(rel, _)| {
+                Path::new(rel)
+                    .ancestors()
+                    .skip(1)
+                    .map(|d| t.root().join(d))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        dirs.dedup();
+        for d in dirs {
+            std::fs::File::open(&d).unwrap().set_modified(when).unwrap();
+        }
+    }
+    (a, b)
+}
+
+fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> crate::support::Response {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    c.write_all(req.as_bytes()).unwrap();
+    read_response(&mut c, false).unwrap()
+}
+
+#[test]
+fn two_nodes_with_copies_of_a_tree_answer_identically() {
+    let files = vec![
+        ("site/app.js", Tree::noise(300_000, 1)),
+        ("site/img/logo.png", Tree::noise(40_000, 2)),
+        ("private/report.pdf", b"%PDF-1.7 numbers".to_vec()),
+    ];
+    let (a, b) = twin_trees(&files);
+    let key = a.dir.path().join("fleet.key");
+    std::fs::write(&key, "one-key-for-the-whole-fleet-0123").unwrap();
+    let config = a.dir.path().join("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[signing]\nprotected = [\"/private/\"]\n[[signing.keys]]\nid = \"f1\"\nfile = {:?}\n",
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let conf = config.to_str().unwrap();
+    let node_a = Spawned::serve(&["--root", a.root().to_str().unwrap(), "--config", conf]);
+    let node_b = Spawned::serve(&["--root", b.root().to_str().unwrap(), "--config", conf]);
+
+    for path in ["/site/app.js", "/site/?download=zip", "/site/?download=zip&compress=deflate"] {
+        let ra = get(node_a.addr, path, &[]);
+        let rb = get(node_b.addr, path, &[]);
+        assert_eq!(ra.status, 200, "{path}");
+        for h in ["etag", "last-modified", "content-length", "content-type"] {
+            assert_eq!(ra.header(h), rb.header(h), "{h} of {path}");
+        }
+        assert!(ra.body == rb.body, "bytes of {path}");
+    }
+    // A link signed once opens the file on every node.
+    let out = Command::new(binary())
+        .args(["sign", "--key-file"])
+        .arg(&key)
+        .args(["--key-id", "f1", "/private/report.pdf"])
+        .output()
+        .unwrap();
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(get(node_a.addr, &link, &[]).status, 200);
+    assert_eq!(get(node_b.addr, &link, &[]).status, 200);
+}
+
+fn nginx_binary() -> &'static str {
+    if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    }
+}
+
+/// nginx as the fleet's load balancer: node A first, node B as its backup.
+struct Balancer {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Balancer {
+    fn start(dir: &Path, primary: SocketAddr, backup: SocketAddr) -> Balancer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+events {{ worker_connections 256; }}\n\
+http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_temp_path {d}/nginx-proxy;\n\
+  fastcgi_temp_path {d}/nginx-fcgi;\n  uwsgi_temp_path {d}/nginx-uwsgi;\n  scgi_temp_path {d}/nginx-scgi;\n\
+  upstream origin {{\n    server {primary} max_fails=1 fail_timeout=30s;\n    server {backup} backup;\n  }}\n\
+  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://origin;\n\
+      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n\
+      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n"
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new(nginx_binary())
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg(dir.join("nginx-error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nginx is installed (Debian package nginx-light)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "nginx did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Balancer { child, addr }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_download_cut_by_a_dead_node_resumes_on_the_other_through_nginx() {
+    let data = Tree::noise(64 << 20, 42);
+    let (a, b) = twin_trees(&[("media/film.mp4", data.clone())]);
+    let node_a = Spawned::serve(&["--root", a.root().to_str().unwrap()]);
+    let node_b = Spawned::serve(&["--root", b.root().to_str().unwrap()]);
+    let lb = Balancer::start(a.dir.path(), node_a.addr, node_b.addr);
+
+    // Start the download through the balancer (it goes to node A) and read part of it.
+    let mut c = TcpStream::connect(lb.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "GET /media/film.mp4 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("ETag: ").or_else(|| l.strip_prefix("etag: ")))
+        .expect("an ETag through the balancer")
+        .trim()
+        .to_string();
+    let mut got = vec![0u8; 8 << 20];
+    c.read_exact(&mut got).unwrap();
+
+    // Node A dies mid-download; what was in flight still arrives, then the connection ends short.
+    let mut node_a = node_a;
+    node_a.child.kill().unwrap();
+    node_a.child.wait().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(got.len() < data.len(), "the download was not cut");
+
+    // Resume with If-Range: node B has the same representation, so the balancer's retry on B
+    // answers 206 with the rest.
+    let r = get(
+        lb.addr,
+        "/media/film.mp4",
+        &[&format!("Range: bytes={}-", got.len()), &format!("If-Range: {etag}")],
+    );
+    assert_eq!(r.status, 206, "{:?}", r.headers);
+    assert_eq!(
+        r.header("content-range").unwrap(),
+        format!("bytes {}-{}/{}", got.len(), data.len() - 1, data.len())
+    );
+    got.extend_from_slice(&r.body);
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the resumed download is byte-exact");
+    drop(node_b);
+}
