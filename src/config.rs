@@ -115,6 +115,24 @@ pub struct RawConfig {
     pub clients: Option<RawClients>,
     pub access_log: Option<RawAccessLog>,
     pub admin: Option<RawAdmin>,
+    pub precompressed: Option<RawPrecompressed>,
+    pub listing: Option<RawListing>,
+}
+
+/// `[precompressed]`: serve `x.br`, `x.zst`, `x.gz` beside `x` when the client accepts them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrecompressed {
+    pub enabled: Option<bool>,
+    pub order: Option<Vec<crate::http::encoding::Coding>>,
+}
+
+/// `[listing]`: directory listings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListing {
+    pub enabled: Option<bool>,
+    pub max_entries: Option<usize>,
 }
 
 /// `[access_log]`: one line per request.
@@ -361,6 +379,10 @@ pub struct Config {
     pub bandwidth: Vec<crate::protect::BandwidthRule>,
     pub clients: ClientSettings,
     pub access_log: AccessLogSettings,
+    /// Precompressed variants, in the server's order of preference (empty = off).
+    pub precompressed: Vec<crate::http::encoding::Coding>,
+    /// Directory listings (`None` = off); the value is the most entries one page shows.
+    pub listing: Option<usize>,
     /// The admin listener (/metrics, /healthz, /readyz); `None` = off.
     pub admin_listen: Option<SocketAddr>,
     /// Where the configuration came from, for messages.
@@ -385,6 +407,7 @@ pub mod defaults {
     pub const REQUEST_BURST: u32 = 100;
     pub const LINK_RATE_BURST: u64 = 1 << 20;
     pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
+    pub const LISTING_MAX_ENTRIES: usize = 1000;
     pub const BACKLOG: u32 = 4096;
     pub const DEFER_ACCEPT_SECS: u64 = 1;
     pub const SENDFILE_MAX_CHUNK: u64 = 2 * 1024 * 1024;
@@ -659,6 +682,30 @@ impl Config {
                 ),
             },
         };
+        let p = raw.precompressed.clone().unwrap_or_default();
+        let order = p.order.clone().unwrap_or_else(|| {
+            use crate::http::encoding::Coding;
+            vec![Coding::Br, Coding::Zstd, Coding::Gzip]
+        });
+        for (i, c) in order.iter().enumerate() {
+            if order[..i].contains(c) {
+                return Err(err(
+                    "precompressed.order",
+                    format!("{:?} is listed twice", c.token()),
+                ));
+            }
+        }
+        let precompressed = if p.enabled.unwrap_or(false) {
+            order
+        } else {
+            Vec::new()
+        };
+        let l = raw.listing.clone().unwrap_or_default();
+        let listing_max = l.max_entries.unwrap_or(defaults::LISTING_MAX_ENTRIES);
+        if listing_max == 0 {
+            return Err(err("listing.max_entries", "must be at least 1".into()));
+        }
+        let listing = l.enabled.unwrap_or(false).then_some(listing_max);
         let admin_text = overrides
             .admin_listen
             .clone()
@@ -711,6 +758,8 @@ impl Config {
             bandwidth,
             clients,
             access_log,
+            precompressed,
+            listing,
             admin_listen,
             source: file.map(Path::to_path_buf),
         })
@@ -829,6 +878,14 @@ impl Config {
                         .clone()
                         .unwrap_or_else(|| PathBuf::from("-")),
                 ),
+            }),
+            precompressed: Some(RawPrecompressed {
+                enabled: Some(!self.precompressed.is_empty()),
+                order: (!self.precompressed.is_empty()).then(|| self.precompressed.clone()),
+            }),
+            listing: Some(RawListing {
+                enabled: Some(self.listing.is_some()),
+                max_entries: Some(self.listing.unwrap_or(defaults::LISTING_MAX_ENTRIES)),
             }),
             admin: Some(RawAdmin {
                 listen: Some(

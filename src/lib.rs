@@ -24,6 +24,7 @@ pub mod fs;
 pub mod http;
 pub mod io;
 pub mod listen;
+pub mod listing;
 pub mod metrics;
 pub mod pool;
 pub mod protect;

@@ -155,9 +155,72 @@ impl Worker {
 
     /// Open `rel` (normalised) through the open-file cache.
     pub fn open(&self, rel: &str) -> Result<Arc<OpenFile>, OpenError> {
+        self.open_cached(rel, rel, |file, meta, settings| {
+            fs::describe(file, meta, rel, settings.cache_rules.value_for(rel))
+        })
+    }
+
+    /// Open the precompressed variant of `base` (at `rel`) for `coding`, through the cache under
+    /// a key no request path can spell.
+    pub fn open_variant(
+        &self,
+        rel: &str,
+        base: &OpenFile,
+        coding: crate::http::encoding::Coding,
+    ) -> Result<Arc<OpenFile>, OpenError> {
+        let disk = format!("{rel}{}", coding.suffix());
+        let key = format!("{rel}\0{}", coding.token());
+        let found = self.open_cached(&key, &disk, |file, meta, _| {
+            fs::describe_variant(file, meta, base, coding)
+        })?;
+        if found.is_dir {
+            return Err(OpenError::NotRegular);
+        }
+        Ok(found)
+    }
+
+    /// Which variants in `order` exist beside `base` (at `rel`) and are at least as new as it,
+    /// as a bitmask by index. A stale variant (older than the file) is never served. The answer
+    /// is kept on the base entry and checked again after `open_file_cache.valid`.
+    pub fn variants(
+        &self,
+        rel: &str,
+        base: &OpenFile,
+        order: &[crate::http::encoding::Coding],
+    ) -> u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        let now_ms = epoch.elapsed().as_millis() as u64 + 1;
+        let valid_ms = self.config().open_file_cache.valid.as_millis() as u64;
+        let probe = base.variant_probe.load(Relaxed);
+        if probe != 0 && now_ms.saturating_sub(probe >> 8) <= valid_ms {
+            return probe as u8;
+        }
+        let mut mask = 0u8;
+        for (i, coding) in order.iter().enumerate().take(8) {
+            if let Ok(v) = self.open_variant(rel, base, *coding) {
+                if v.key.mtime_ns >= base.key.mtime_ns {
+                    mask |= 1 << i;
+                }
+            }
+        }
+        base.variant_probe
+            .store((now_ms << 8) | u64::from(mask), Relaxed);
+        mask
+    }
+
+    /// The open-file cache around `describe`: a hit costs nothing, a stale entry one stat(2) of
+    /// `disk_rel`, a miss an open beneath the root under the symlink rule.
+    fn open_cached(
+        &self,
+        key: &str,
+        disk_rel: &str,
+        describe: impl FnOnce(File, &std::fs::Metadata, &Settings) -> OpenFile,
+    ) -> Result<Arc<OpenFile>, OpenError> {
         let now = Instant::now();
         let mut cache = self.cache.borrow_mut();
-        match cache.get(rel, now) {
+        match cache.get(key, now) {
             Cached::Hit(f) => {
                 WorkerStats::add(&self.stats().open_file_cache_hits, 1);
                 return Ok(f);
@@ -166,26 +229,25 @@ impl Worker {
                 // One stat(2) decides whether the path still names the cached file. A changed
                 // identity (replaced, or now a symlink elsewhere) falls through to a full open
                 // under the symlink rule.
-                let same = std::fs::metadata(self.root_path.join(rel))
+                let same = std::fs::metadata(self.root_path.join(disk_rel))
                     .ok()
-                    .and_then(|meta| cache.revalidate(rel, &meta, now));
+                    .and_then(|meta| cache.revalidate(key, &meta, now));
                 match same {
                     Some(entry) => {
                         WorkerStats::add(&self.stats().open_file_cache_hits, 1);
                         return Ok(entry);
                     }
-                    None => cache.remove(rel),
+                    None => cache.remove(key),
                 }
             }
             Cached::Miss => {}
         }
         WorkerStats::add(&self.stats().open_file_cache_misses, 1);
         let settings = self.settings.borrow();
-        let (file, meta) = fs::open(&self.root, rel, settings.config.symlinks)?;
-        let cache_control = settings.cache_rules.value_for(rel);
+        let (file, meta) = fs::open(&self.root, disk_rel, settings.config.symlinks)?;
+        let entry = Arc::new(describe(file, &meta, &settings));
         drop(settings);
-        let entry = Arc::new(fs::describe(file, &meta, rel, cache_control));
-        cache.insert(rel, entry.clone(), now);
+        cache.insert(key, entry.clone(), now);
         Ok(entry)
     }
 

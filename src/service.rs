@@ -21,6 +21,7 @@ use crate::fs::path::{has_dotfile, normalize};
 use crate::fs::{OpenError, OpenFile};
 use crate::http::conditional::{self, Precondition, Validators};
 use crate::http::disposition;
+use crate::http::encoding::{self, Choice, Coding};
 use crate::http::range::{self, ByteRange, RangeOutcome};
 use crate::io::ConnShared;
 use crate::protect::signing::unix_now;
@@ -37,6 +38,7 @@ const NO_RANGES: HeaderValue = HeaderValue::from_static("none");
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const ACCEPT_ENCODING_VARY: HeaderValue = HeaderValue::from_static("Accept-Encoding");
 
 /// Characters escaped when a normalised path goes back into a Location header.
 const PATH_ESCAPES: &AsciiSet = &CONTROLS
@@ -100,6 +102,20 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
                     .recycle_header_map(std::mem::take(&mut parts.headers));
                 ServiceFuture::Ready(ready(Ok(resp)))
             }
+            Reply::Listing(dir, admission) => {
+                let conn = self.conn.clone();
+                let is_head = parts.method == Method::HEAD;
+                ServiceFuture::Archive(Box::pin(async move {
+                    let resp = listing(conn.clone(), parts, dir, admission).await;
+                    let path = if is_head {
+                        BodyPath::None
+                    } else {
+                        resp.body().path()
+                    };
+                    conn.responded(resp.status(), path);
+                    Ok(resp)
+                }))
+            }
             Reply::Archive(dir, admission) => {
                 let conn = self.conn.clone();
                 let is_head = parts.method == Method::HEAD;
@@ -140,6 +156,8 @@ enum Reply {
     Now(Response<Body>),
     /// An archive of this directory (relative to the root) was asked for, and admitted.
     Archive(String, Admission),
+    /// A listing of this directory (relative to the root), admitted.
+    Listing(String, Admission),
 }
 
 impl From<Response<Body>> for Reply {
@@ -229,7 +247,140 @@ fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
             };
         }
     }
+    if conn.worker.config().listing.is_some() {
+        if let Some(dir) = listing_dir(conn, req) {
+            return match admit(conn, req, &dir) {
+                Ok(admission) => Reply::Listing(dir, admission),
+                Err(()) => Reply::Now(forbidden(conn)),
+            };
+        }
+    }
     Reply::Now(respond_file(conn, req))
+}
+
+/// The directory (relative to the root) a request should get a listing of: a well-formed GET or
+/// HEAD of an existing directory, with the trailing slash, that has no index file.
+fn listing_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
+    if !req.uri.path().ends_with('/') || !matches!(req.method, Method::GET | Method::HEAD) {
+        return None;
+    }
+    let config = conn.worker.config();
+    let hosts = req.headers.get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
+        return None;
+    }
+    if req.uri.path_and_query().map_or(1, |pq| pq.as_str().len()) > config.limits.target_bytes {
+        return None;
+    }
+    let mut rel = String::new();
+    normalize(req.uri.path(), &mut rel).ok()?;
+    if config.dotfiles == DotfileRule::Deny && has_dotfile(&rel) {
+        return None;
+    }
+    match conn.worker.open(&rel) {
+        Ok(f) if f.is_dir => {}
+        _ => return None,
+    }
+    let index = if rel.is_empty() {
+        config.index.clone()
+    } else {
+        format!("{rel}/{}", config.index)
+    };
+    match conn.worker.open(&index) {
+        Err(OpenError::NotFound) => Some(rel),
+        _ => None,
+    }
+}
+
+/// Answer with a listing of `dir`: read on the blocking pool, one page, HTML or JSON.
+async fn listing(
+    conn: Rc<ConnShared>,
+    parts: http::request::Parts,
+    dir: String,
+    admission: Admission,
+) -> Response<Body> {
+    let settings = conn.worker.settings();
+    let per_page = settings.config.listing.unwrap_or(1);
+    let hidden = if admission.grant.is_some() {
+        Vec::new()
+    } else {
+        settings.protect.protected_below(&format!("/{dir}"))
+    };
+    let input = crate::listing::ListInput {
+        root: conn.worker.root().clone(),
+        dir: dir.clone(),
+        symlinks: settings.config.symlinks,
+        dotfiles: settings.config.dotfiles,
+        hidden,
+    };
+    let entries = match tokio::task::spawn_blocking(move || crate::listing::read(&input)).await {
+        Ok(Ok(entries)) => entries,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return not_found(&conn),
+        _ => {
+            return error(
+                &conn,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal server error\n",
+            )
+        }
+    };
+    let query = parts.uri.query().unwrap_or("");
+    let mut page = 1usize;
+    let mut as_json = false;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "page" => match v.parse::<usize>() {
+                Ok(n) if n >= 1 => page = n,
+                _ => return error(&conn, StatusCode::BAD_REQUEST, "bad page number\n"),
+            },
+            "format" if v == "json" => as_json = true,
+            _ => {}
+        }
+    }
+    if !as_json {
+        as_json = parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"));
+    }
+    let total = entries.len();
+    let pages = total.div_ceil(per_page).max(1);
+    if page > pages {
+        return not_found(&conn);
+    }
+    let start = (page - 1) * per_page;
+    let shown = &entries[start..(start + per_page).min(total)];
+    let path = if dir.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{dir}/")
+    };
+    let view = crate::listing::Page {
+        path: &path,
+        entries: shown,
+        page,
+        pages,
+        total,
+        zip: settings.config.zip.enabled,
+    };
+    let (text, ctype) = if as_json {
+        (crate::listing::json(&view), "application/json")
+    } else {
+        (crate::listing::html(&view), "text/html; charset=utf-8")
+    };
+    let body = if parts.method == Method::HEAD {
+        Body::head(text.len() as u64, &conn)
+    } else {
+        Body::bytes(Bytes::from(text), &conn)
+    };
+    let mut resp = new_response(&conn, body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    resp
 }
 
 /// The directory (relative to the root) an archive request names, if it is a well-formed
@@ -323,6 +474,79 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
         return not_found(conn);
     }
 
+    let Some((file, vary)) = negotiate(conn, req, &rel, file, &config.precompressed) else {
+        let mut resp = error(
+            conn,
+            StatusCode::NOT_ACCEPTABLE,
+            "no acceptable content coding\n",
+        );
+        resp.headers_mut()
+            .insert(header::VARY, ACCEPT_ENCODING_VARY);
+        return resp;
+    };
+    let mut resp = represent(conn, req, &file, &rel, is_head, config.max_ranges);
+    let h = resp.headers_mut();
+    if vary {
+        h.insert(header::VARY, ACCEPT_ENCODING_VARY);
+    }
+    if let Some(coding) = file.encoding {
+        if matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
+            resp.headers_mut().insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(coding.token()),
+            );
+        }
+    }
+    resp
+}
+
+/// Precompressed variants: when the path has any (and they are at least as new as it), pick
+/// the representation the client's Accept-Encoding prefers. Returns the file to send and whether
+/// the response varies on Accept-Encoding; `None` when the client refuses every one (406).
+fn negotiate(
+    conn: &Rc<ConnShared>,
+    req: &http::request::Parts,
+    rel: &str,
+    file: Arc<OpenFile>,
+    order: &[Coding],
+) -> Option<(Arc<OpenFile>, bool)> {
+    if order.is_empty() || file.len == 0 {
+        return Some((file, false));
+    }
+    let worker = &conn.worker;
+    let mask = worker.variants(rel, &file, order);
+    if mask == 0 {
+        return Some((file, false));
+    }
+    let available: smallvec::SmallVec<[bool; 3]> =
+        (0..order.len()).map(|i| mask & (1 << i) != 0).collect();
+    let fields = req
+        .headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes());
+    match encoding::choose(fields, order, &available) {
+        Choice::Identity => Some((file, true)),
+        Choice::Variant(i) => match worker.open_variant(rel, &file, order[i]) {
+            Ok(variant) => Some((variant, true)),
+            // Gone since the probe: the file itself is always a correct answer.
+            Err(_) => Some((file, true)),
+        },
+        Choice::NotAcceptable => None,
+    }
+}
+
+/// The response for one representation (a file or a precompressed variant): preconditions,
+/// Range, and the body.
+fn represent(
+    conn: &Rc<ConnShared>,
+    req: &http::request::Parts,
+    file: &Arc<OpenFile>,
+    rel: &str,
+    is_head: bool,
+    max_ranges: usize,
+) -> Response<Body> {
+    let worker = &conn.worker;
     let validators = Validators {
         etag: file.etag.to_str().unwrap_or(""),
         last_modified: file.last_modified_secs,
@@ -332,7 +556,7 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
         Precondition::NotModified => {
             let mut resp = new_response(conn, Body::empty(conn));
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            validator_headers(resp.headers_mut(), &file);
+            validator_headers(resp.headers_mut(), file);
             return resp;
         }
         Precondition::Failed => {
@@ -347,11 +571,10 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
     let outcome = if is_head {
         RangeOutcome::Full
     } else {
-        range_outcome(&req.headers, file.len, validators, config.max_ranges)
+        range_outcome(&req.headers, file.len, validators, max_ranges)
     };
 
-    let download = req.uri.query().and_then(|q| download_name(q, &rel));
-    drop(rel);
+    let download = req.uri.query().and_then(|q| download_name(q, rel));
 
     let (status, body) = match outcome {
         RangeOutcome::Full if is_head => (StatusCode::OK, Body::head(file.len, conn)),
@@ -359,7 +582,7 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
         RangeOutcome::Full => (
             StatusCode::OK,
             Body::file(
-                &file,
+                file,
                 ByteRange {
                     first: 0,
                     last: file.len - 1,
@@ -383,10 +606,10 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
         }
         RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
             let r = ranges[0];
-            let mut resp = new_response(conn, Body::file(&file, r, conn));
+            let mut resp = new_response(conn, Body::file(file, r, conn));
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
             let h = resp.headers_mut();
-            representation_headers(h, &file, download.as_deref());
+            representation_headers(h, file, download.as_deref());
             h.insert(
                 header::CONTENT_RANGE,
                 content_range(format_args!("bytes {}-{}/{}", r.first, r.last, file.len)),
@@ -400,14 +623,14 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
                 first: 0,
                 last: file.len - 1,
             };
-            (StatusCode::OK, Body::file(&file, whole, conn))
+            (StatusCode::OK, Body::file(file, whole, conn))
         }
         RangeOutcome::Partial(ranges) => {
             let boundary = worker.next_boundary();
-            let mut resp = new_response(conn, Body::multipart(&file, &ranges, &boundary, conn));
+            let mut resp = new_response(conn, Body::multipart(file, &ranges, &boundary, conn));
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
             let h = resp.headers_mut();
-            representation_headers(h, &file, download.as_deref());
+            representation_headers(h, file, download.as_deref());
             h.insert(
                 header::CONTENT_TYPE,
                 header_value(format!("multipart/byteranges; boundary={boundary}")),
@@ -417,7 +640,7 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
     };
     let mut resp = new_response(conn, body);
     *resp.status_mut() = status;
-    representation_headers(resp.headers_mut(), &file, download.as_deref());
+    representation_headers(resp.headers_mut(), file, download.as_deref());
     if is_head && file.len == 0 {
         // hyper only writes an implicit `content-length: 0` for GET; HEAD must match GET.
         resp.headers_mut()

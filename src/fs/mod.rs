@@ -44,6 +44,11 @@ pub struct OpenFile {
     pub last_modified_secs: u64,
     pub content_type: HeaderValue,
     pub cache_control: Option<HeaderValue>,
+    /// Which precompressed variants exist beside this file, and when that was checked:
+    /// `(milliseconds since the process's first probe << 8) | bitmask`, 0 = never checked.
+    pub variant_probe: std::sync::atomic::AtomicU64,
+    /// For a precompressed variant: its coding (the Content-Encoding to send).
+    pub encoding: Option<crate::http::encoding::Coding>,
 }
 
 /// Why a path could not be opened.
@@ -141,7 +146,31 @@ pub fn describe(
         last_modified_secs: u64::try_from(meta.mtime()).unwrap_or(0),
         content_type: content_type_for(name),
         cache_control,
+        variant_probe: std::sync::atomic::AtomicU64::new(0),
+        encoding: None,
     }
+}
+
+/// Describe a precompressed variant of `base` (`x.js.gz` for `x.js`): its own bytes, length and
+/// dates, `base`'s Content-Type and Cache-Control, and an ETag of its own that can never equal
+/// the identity file's.
+pub fn describe_variant(
+    file: File,
+    meta: &std::fs::Metadata,
+    base: &OpenFile,
+    coding: crate::http::encoding::Coding,
+) -> OpenFile {
+    let mut v = describe(file, meta, "", base.cache_control.clone());
+    v.content_type = base.content_type.clone();
+    let etag = format!(
+        "\"{:x}-{:x}-{}\"",
+        v.key.mtime_ns.max(0),
+        v.len,
+        coding.token()
+    );
+    v.etag = HeaderValue::from_str(&etag).expect("hex etag is a valid header value");
+    v.encoding = Some(coding);
+    v
 }
 
 /// Content-Type from the file name: text types get `; charset=utf-8`; unknown types are

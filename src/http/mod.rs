@@ -1,6 +1,8 @@
 //! HTTP semantics that do not depend on sockets or files: Range ([`range`]), preconditions
-//! ([`conditional`]) and download names ([`disposition`]). All pure functions with table tests.
+//! ([`conditional`]), download names ([`disposition`]) and content-coding negotiation
+//! ([`encoding`]). All pure functions with table tests.
 
 pub mod conditional;
 pub mod disposition;
+pub mod encoding;
 pub mod range;

@@ -77,7 +77,11 @@ fn two_nodes_with_copies_of_a_tree_answer_identically() {
     let node_a = Spawned::serve(&["--root", a.root().to_str().unwrap(), "--config", conf]);
     let node_b = Spawned::serve(&["--root", b.root().to_str().unwrap(), "--config", conf]);
 
-    for path in ["/site/app.js", "/site/?download=zip", "/site/?download=zip&compress=deflate"] {
+    for path in [
+        "/site/app.js",
+        "/site/?download=zip",
+        "/site/?download=zip&compress=deflate",
+    ] {
         let ra = get(node_a.addr, path, &[]);
         let rb = get(node_b.addr, path, &[]);
         assert_eq!(ra.status, 200, "{path}");
@@ -144,7 +148,10 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_tem
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let start = Instant::now();
         while TcpStream::connect(addr).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "nginx did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Balancer { child, addr }
@@ -180,7 +187,10 @@ fn a_download_cut_by_a_dead_node_resumes_on_the_other_through_nginx() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let etag = head
         .lines()
-        .find_map(|l| l.strip_prefix("ETag: ").or_else(|| l.strip_prefix("etag: ")))
+        .find_map(|l| {
+            l.strip_prefix("ETag: ")
+                .or_else(|| l.strip_prefix("etag: "))
+        })
         .expect("an ETag through the balancer")
         .trim()
         .to_string();
@@ -205,7 +215,10 @@ fn a_download_cut_by_a_dead_node_resumes_on_the_other_through_nginx() {
     let r = get(
         lb.addr,
         "/media/film.mp4",
-        &[&format!("Range: bytes={}-", got.len()), &format!("If-Range: {etag}")],
+        &[
+            &format!("Range: bytes={}-", got.len()),
+            &format!("If-Range: {etag}"),
+        ],
     );
     assert_eq!(r.status, 206, "{:?}", r.headers);
     assert_eq!(

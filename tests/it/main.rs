@@ -4,14 +4,16 @@
 
 mod support;
 
+/// CDN features: precompressed variants and directory listings.
+mod cdn;
 /// Start-up, config errors and `check-config`, through the real binary.
 mod cli;
 /// Conditional requests: 304, 412, their headers and their precedence.
 mod conditional;
-/// Several nodes with copies of one tree: identical answers, resume across nodes behind nginx.
-mod fleet;
 /// Directories, index files, redirects, dotfiles, downloads, Cache-Control.
 mod files;
+/// Several nodes with copies of one tree: identical answers, resume across nodes behind nginx.
+mod fleet;
 /// Request and connection limits: 414, 431, slowloris, idle keep-alive, clients that leave.
 mod limits;
 /// systemd (socket activation, sd_notify, watchdog), drain, reload, metrics, access log.
