@@ -143,6 +143,8 @@ pub struct ConnShared {
     pub pace: Cell<Option<Pacer>>,
     /// Bytes written to the client so far (heads and bodies).
     pub bytes_sent: Cell<u64>,
+    /// Requests that reached the service on this connection.
+    pub requests: Cell<u64>,
     /// The exchange being answered, for the access log and the request metrics.
     pub exchange: RefCell<Exchange>,
 }
@@ -176,12 +178,14 @@ impl ConnShared {
             refused,
             pace: Cell::new(None),
             bytes_sent: Cell::new(0),
+            requests: Cell::new(0),
             exchange: RefCell::new(Exchange::default()),
         }
     }
 
     /// A request arrived: start its record (finishing a previous one still open).
     pub fn begin_exchange(&self, parts: &http::request::Parts) {
+        self.requests.set(self.requests.get() + 1);
         self.finish_exchange(false);
         let capture = self.worker.logging();
         self.exchange

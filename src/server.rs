@@ -723,7 +723,17 @@ async fn serve_connection(
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,
-        _ = shutdown.wait_for(|stop| *stop) => {
+        _ = shutdown.wait_for(|stop| *stop) => 'drain: {
+            // A connection accepted just before the stop whose first request has not been read
+            // yet would be closed unanswered by hyper's graceful shutdown (it counts as idle).
+            // It was accepted, so it gets its answer: wait for its first request to start (the
+            // header timeout still bounds a client that sends nothing).
+            while conn_for_log.requests.get() == 0 {
+                tokio::select! {
+                    r = connection.as_mut() => break 'drain r,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
             connection.as_mut().graceful_shutdown();
             connection.as_mut().await
         }
