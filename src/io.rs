@@ -237,6 +237,79 @@ pub struct SendfileIo {
     pace_timer: Option<Pin<Box<Sleep>>>,
     /// Measures how fast the client takes bytes while we wait on it (the minimum-rate rule).
     drip: DripWatch,
+    /// Refuses bare LF line ends in request heads.
+    head_guard: HeadGuard,
+}
+
+/// Request heads that two parsers could split differently are how requests get smuggled
+/// (RFC 9112 §6.3, §2.2). httparse accepts a bare LF as a line end, and hyper quietly settles
+/// Content-Length given with Transfer-Encoding, or given twice. A proxy in front might read either
+/// differently. So before hyper sees a head, a bare LF, and the line end of a second framing
+/// header (a Content-Length after a Content-Length or a Transfer-Encoding, or the other way
+/// round), is turned into a NUL. That makes the head invalid: hyper answers 400 and closes the
+/// connection, so no byte after it is ever read as a request. Scanning runs from a head's first
+/// byte to its blank line; bodies are never touched.
+struct HeadGuard {
+    scanning: bool,
+    prev_cr: bool,
+    line_empty: bool,
+    /// The start of the current line, lowercased, to recognise framing headers.
+    name: [u8; 18],
+    name_len: usize,
+    framing_seen: bool,
+}
+
+impl Default for HeadGuard {
+    fn default() -> Self {
+        HeadGuard {
+            scanning: true,
+            prev_cr: false,
+            line_empty: true,
+            name: [0; 18],
+            name_len: 0,
+            framing_seen: false,
+        }
+    }
+}
+
+impl HeadGuard {
+    fn scan(&mut self, bytes: &mut [u8]) {
+        if !self.scanning {
+            return;
+        }
+        for b in bytes.iter_mut() {
+            match *b {
+                b'\n' if self.prev_cr => {
+                    if self.line_empty {
+                        self.scanning = false; // the blank line: the head is over
+                        return;
+                    }
+                    let line = &self.name[..self.name_len];
+                    if line.starts_with(b"content-length:")
+                        || line.starts_with(b"transfer-encoding:")
+                    {
+                        if self.framing_seen {
+                            *b = 0;
+                        }
+                        self.framing_seen = true;
+                    }
+                    self.line_empty = true;
+                    self.prev_cr = false;
+                    self.name_len = 0;
+                }
+                b'\n' => *b = 0,
+                b'\r' => self.prev_cr = true,
+                c => {
+                    self.prev_cr = false;
+                    self.line_empty = false;
+                    if self.name_len < self.name.len() {
+                        self.name[self.name_len] = c.to_ascii_lowercase();
+                        self.name_len += 1;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The minimum-rate rule. A window opens when a write first waits for the client to make room in
@@ -357,6 +430,7 @@ impl SendfileIo {
             resident: None,
             pace_timer: None,
             drip: DripWatch::default(),
+            head_guard: HeadGuard::default(),
         }
     }
 
@@ -543,6 +617,10 @@ impl AsyncRead for SendfileIo {
                     if let Phase::Idle { .. } = phase {
                         this.conn.phase.set(Phase::Head { deadline: None });
                         this.drip.window = None;
+                        this.head_guard = HeadGuard::default();
+                    }
+                    if !matches!(phase, Phase::Busy) || this.head_guard.scanning {
+                        this.head_guard.scan(&mut buf.filled_mut()[before..]);
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -752,5 +830,36 @@ impl SendfileIo {
             return this.poll_io(cx, || crate::sys::send_vectored(sock, &cut, false));
         }
         this.poll_io(cx, || crate::sys::send_vectored(sock, run, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadGuard;
+
+    fn guard(head: &[u8]) -> Vec<u8> {
+        let mut bytes = head.to_vec();
+        // Fed in small pieces, as reads may split it.
+        let mut g = HeadGuard::default();
+        for piece in bytes.chunks_mut(3) {
+            g.scan(piece);
+        }
+        bytes
+    }
+
+    #[test]
+    fn ambiguous_heads_are_made_invalid_and_bodies_left_alone() {
+        let ok = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\na\nb";
+        assert_eq!(guard(ok), ok.to_vec());
+        assert!(guard(b"GET / HTTP/1.1\nHost: t\r\n\r\n").contains(&0));
+        assert!(
+            guard(b"GET / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n").contains(&0)
+        );
+        assert!(guard(
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n"
+        )
+        .contains(&0));
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(guard(chunked), chunked.to_vec());
     }
 }

@@ -82,9 +82,12 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
         WorkerStats::add(&self.conn.worker.stats().requests, 1);
         let (mut parts, body) = req.into_parts();
         self.conn.begin_exchange(&parts);
-        let reply = match client_limits(&self.conn) {
-            Some(refusal) => Reply::Now(refusal),
-            None => respond(&self.conn, &parts),
+        let reply = if let Some(refusal) = framing_error(&self.conn, &parts.headers) {
+            Reply::Now(refusal)
+        } else if let Some(refusal) = client_limits(&self.conn) {
+            Reply::Now(refusal)
+        } else {
+            respond(&self.conn, &parts)
         };
         match reply {
             Reply::Now(resp) => {
@@ -172,6 +175,29 @@ fn wants_archive(query: Option<&str>) -> bool {
         q.contains("download=zip")
             && form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "download" && v == "zip")
     })
+}
+
+/// Request framing that parsers in front of us could read differently (RFC 9112 §6.3): both
+/// Content-Length and Transfer-Encoding, Content-Length given twice, or a Transfer-Encoding other
+/// than plain `chunked`. hyper picks one reading; a proxy might pick another and see a second,
+/// smuggled request. Such a request gets 400 and the connection is closed, so nothing after it on
+/// the connection is ever read as a request.
+fn framing_error(conn: &Rc<ConnShared>, headers: &HeaderMap) -> Option<Response<Body>> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let te = codings.next();
+    let bad = lengths > 1
+        || (lengths == 1 && te.is_some())
+        || codings.next().is_some()
+        || te.is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    if !bad {
+        return None;
+    }
+    tracing::debug!(client = %conn.peer, "ambiguous request framing");
+    let mut resp = error(conn, StatusCode::BAD_REQUEST, "ambiguous request framing\n");
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(resp)
 }
 
 /// The per-client limits: a connection past its address's cap, or a request past its address's

@@ -201,3 +201,107 @@ fn a_bad_connection_does_not_disturb_others() {
         b"hello world\n"
     );
 }
+
+/// Everything the server sends on one connection for `raw`, until it closes (or 3 s pass).
+fn converse(s: &Server, raw: &[u8]) -> (Vec<u16>, bool) {
+    use std::io::{Read, Write};
+    let mut c = s.connect();
+    c.write_all(raw).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    let closed = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&data);
+    // Bodies here never contain "HTTP/1.1 ", and a status line may follow a body directly.
+    let statuses = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| text[i + 9..i + 12].parse().unwrap())
+        .collect();
+    (statuses, closed)
+}
+
+#[test]
+fn ambiguous_framing_gets_400_and_a_closed_connection() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    t.file("b.txt", b"bravo");
+    let s = Server::start(&t.root(), "");
+    let smuggle = "GET /b.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "Content-Length with Transfer-Encoding",
+            format!("POST /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggle}"),
+        ),
+        (
+            "Transfer-Encoding with Content-Length",
+            format!("GET /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n0\r\n\r\n{smuggle}"),
+        ),
+        (
+            "duplicate Content-Length",
+            format!("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n{smuggle}"),
+        ),
+        (
+            "list Content-Length",
+            format!("GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0, 0\r\n\r\n{smuggle}"),
+        ),
+        (
+            "Transfer-Encoding other than chunked",
+            format!("POST /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{smuggle}"),
+        ),
+        (
+            "obs-fold",
+            format!("GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n b\r\n\r\n{smuggle}"),
+        ),
+        ("bare LF", format!("GET /a.txt HTTP/1.1\nHost: t\n\n{smuggle}")),
+        (
+            "bare LF inside a head",
+            format!("GET /a.txt HTTP/1.1\r\nHost: t\nX: y\r\n\r\n{smuggle}"),
+        ),
+        (
+            "NUL in a header",
+            format!("GET /a.txt HTTP/1.1\r\nHost: t\r\nX: a\0b\r\n\r\n{smuggle}"),
+        ),
+    ];
+    for (what, raw) in cases {
+        let (statuses, closed) = converse(&s, raw.as_bytes());
+        assert_eq!(
+            statuses,
+            [400],
+            "{what}: exactly one 400, never the smuggled request"
+        );
+        assert!(closed, "{what}: the connection is closed");
+    }
+    // Garbage after a valid request: the valid one is answered, the garbage never is.
+    let (statuses, closed) = converse(
+        &s,
+        b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n\x16\x03\x01\x00garbage\r\n\r\n",
+    );
+    assert_eq!((statuses[0], closed), (200, true));
+    assert!(statuses[1..].iter().all(|st| *st == 400), "{statuses:?}");
+    // Ordinary pipelining and bodies with bare LFs still work.
+    let (statuses, _) = converse(
+        &s,
+        b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /b.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(statuses, [200, 200]);
+    t.mkdir("d");
+    t.file("d/x.txt", b"x");
+    let body = "{\"paths\":\n[\"x.txt\"]}";
+    let (statuses, _) = converse(
+        &s,
+        format!(
+            "POST /d/?download=zip HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(statuses, [200]);
+}
