@@ -10,6 +10,8 @@ mod cdn;
 mod cli;
 /// Conditional requests: 304, 412, their headers and their precedence.
 mod conditional;
+/// Faults: 10 000 dropped connections, files deleted or replaced mid-transfer and mid-archive.
+mod faults;
 /// Directories, index files, redirects, dotfiles, downloads, Cache-Control.
 mod files;
 /// Several nodes with copies of one tree: identical answers, resume across nodes behind nginx.

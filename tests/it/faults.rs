@@ -1,0 +1,159 @@
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::support::{read_response, Spawned, Tree};
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Wait until the server's descriptor count is back to `baseline` (or fail after 15 s).
+fn fds_settle(s: &Spawned, baseline: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.fds() > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors leaked: {} now, {baseline} before",
+            s.fds()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn get(s: &Spawned, path: &str) -> crate::support::Response {
+    let mut c = s.connect();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_response(&mut c, false).unwrap()
+}
+
+#[test]
+fn ten_thousand_connections_opened_and_dropped() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    t.file("big.bin", &Tree::noise(8 << 20, 1));
+    let s = Spawned::serve(&["--root", t.root().to_str().unwrap(), "--workers", "2"]);
+    for _ in 0..4 {
+        assert_eq!(get(&s, "/a.txt").status, 200);
+        assert_eq!(get(&s, "/big.bin").status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (fds, rss) = (s.fds(), rss_kib(s.pid()));
+
+    for i in 0..10_000 {
+        let mut c = s.connect();
+        match i % 4 {
+            0 => {}                                                  // connect and leave
+            1 => c.write_all(b"GET /a.txt HTTP/1.1\r\nHo").unwrap(), // half a head
+            2 => c
+                .write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap(), // never reads
+            _ => {
+                // A reset instead of a close.
+                socket2::SockRef::from(&c)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+                c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+            }
+        }
+    }
+    fds_settle(&s, fds);
+    assert_eq!(get(&s, "/a.txt").body, b"alpha", "still serving");
+    let after = rss_kib(s.pid());
+    assert!(
+        after < rss + rss / 2 + 16 * 1024,
+        "memory did not come back: {rss} KiB before, {after} KiB after"
+    );
+    assert!(s.terminate(15).success());
+}
+
+#[test]
+fn files_deleted_or_replaced_while_they_are_sent() {
+    let t = Tree::new();
+    let old = Tree::noise(24 << 20, 2);
+    let new = Tree::noise(1 << 20, 3);
+    let deleted = t.file("deleted.bin", &old);
+    let replaced = t.file("replaced.bin", &old);
+    t.file("d/big.bin", &old);
+    let late = t.file("d/zz-late.txt", b"sent last");
+    // One worker, so that one open-file cache holds every entry; warm it so that the cached
+    // descriptors are part of the baseline.
+    let s = Spawned::serve(&["--root", t.root().to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(get(&s, "/d/?download=zip&compress=store").status, 200);
+    assert_eq!(get(&s, "/deleted.bin").status, 200);
+    assert_eq!(get(&s, "/replaced.bin").status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let baseline = s.fds();
+
+    // A file deleted, and one replaced by rename, mid-transfer: the open descriptor still names
+    // the old bytes, so both responses complete with exactly the old content.
+    for (path, disk) in [("/deleted.bin", &deleted), ("/replaced.bin", &replaced)] {
+        let mut c = s.connect();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let mut body = vec![0u8; 1 << 20];
+        c.read_exact(&mut body).unwrap();
+        if path == "/deleted.bin" {
+            std::fs::remove_file(disk).unwrap();
+        } else {
+            let tmp = t.root().join("replaced.tmp");
+            std::fs::write(&tmp, &new).unwrap();
+            std::fs::rename(&tmp, disk).unwrap();
+        }
+        c.read_to_end(&mut body).unwrap();
+        assert!(body == old, "{path}: the old bytes, complete");
+    }
+    std::thread::sleep(Duration::from_millis(1100)); // the open-file cache revalidates
+    assert_eq!(get(&s, "/deleted.bin").status, 404);
+    assert!(get(&s, "/replaced.bin").body == new);
+
+    // A file deleted while an archive is being sent: the archive is cut short, never completed
+    // with wrong contents.
+    let mut c = s.connect();
+    write!(
+        c,
+        "GET /d/?download=zip&compress=store HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    c.read_exact(&mut first).unwrap();
+    let head_end = first.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&first[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::remove_file(&late).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    let got = first.len() - head_end + rest.len();
+    assert!(
+        got < length,
+        "an archive missing a file must not look complete"
+    );
+
+    fds_settle(&s, baseline);
+    assert!(s.terminate(15).success());
+}
