@@ -12,12 +12,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::utf8_percent_encode;
 
 use crate::access_log::BodyPath;
 use crate::body::Body;
 use crate::config::DotfileRule;
-use crate::fs::path::{has_dotfile, normalize};
+use crate::fs::path::{has_dotfile, normalize, PATH_ESCAPES};
 use crate::fs::{OpenError, OpenFile};
 use crate::http::conditional::{self, Precondition, Validators};
 use crate::http::disposition;
@@ -39,24 +39,6 @@ const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=ut
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const ACCEPT_ENCODING_VARY: HeaderValue = HeaderValue::from_static("Accept-Encoding");
-
-/// Characters escaped when a normalised path goes back into a Location header.
-const PATH_ESCAPES: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'[')
-    .add(b'\\')
-    .add(b']')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
 
 /// The per-connection service; cheap to create at accept time.
 pub struct FileService {
@@ -290,23 +272,8 @@ fn listing_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<Stri
     if !req.uri.path().ends_with('/') || !matches!(req.method, Method::GET | Method::HEAD) {
         return None;
     }
+    let rel = existing_dir(conn, req)?;
     let config = conn.worker.config();
-    let hosts = req.headers.get_all(header::HOST).iter().count();
-    if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
-        return None;
-    }
-    if req.uri.path_and_query().map_or(1, |pq| pq.as_str().len()) > config.limits.target_bytes {
-        return None;
-    }
-    let mut rel = String::new();
-    normalize(req.uri.path(), &mut rel).ok()?;
-    if config.dotfiles == DotfileRule::Deny && has_dotfile(&rel) {
-        return None;
-    }
-    match conn.worker.open(&rel) {
-        Ok(f) if f.is_dir => {}
-        _ => return None,
-    }
     let index = if rel.is_empty() {
         config.index.clone()
     } else {
@@ -412,12 +379,19 @@ async fn listing(
 /// The directory (relative to the root) an archive request names, if it is a well-formed
 /// GET, HEAD or POST of an existing directory; anything else is answered as a file request.
 fn archive_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
+    if !matches!(req.method, Method::GET | Method::HEAD | Method::POST) {
+        return None;
+    }
+    existing_dir(conn, req)
+}
+
+/// The normalised path of the existing, servable directory a well-formed request names (one
+/// Host, a target within the limit, no refused dotfile); `None` sends the request down the file
+/// path, which gives the right error.
+fn existing_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
     let config = conn.worker.config();
     let hosts = req.headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
-        return None;
-    }
-    if !matches!(req.method, Method::GET | Method::HEAD | Method::POST) {
         return None;
     }
     if req.uri.path_and_query().map_or(1, |pq| pq.as_str().len()) > config.limits.target_bytes {

@@ -4,6 +4,27 @@
 
 use std::fmt;
 
+use percent_encoding::{AsciiSet, CONTROLS};
+
+/// Characters escaped when a normalised path goes back into a URL (a Location header, a signed
+/// link).
+pub const PATH_ESCAPES: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// Why a request path was refused (all become 400 Bad Request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {

@@ -392,18 +392,7 @@ pub struct SignRequest<'a> {
 
 /// Build a signed path-and-query for `req`.
 pub fn signed_target(req: SignRequest<'_>) -> Result<String, String> {
-    use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-    const ESCAPE: &AsciiSet = &CONTROLS
-        .add(b' ')
-        .add(b'"')
-        .add(b'#')
-        .add(b'%')
-        .add(b'<')
-        .add(b'>')
-        .add(b'?')
-        .add(b'`')
-        .add(b'{')
-        .add(b'}');
+    use percent_encoding::utf8_percent_encode;
     let (raw_path, query) = match req.target.split_once('?') {
         Some((p, q)) => (p, q),
         None => (req.target, ""),
@@ -446,7 +435,7 @@ pub fn signed_target(req: SignRequest<'_>) -> Result<String, String> {
         ser.append_pair("prefix", &path);
     }
     ser.append_pair(SIG, &sig);
-    let mut out: String = utf8_percent_encode(&path, ESCAPE).collect();
+    let mut out: String = utf8_percent_encode(&path, crate::fs::path::PATH_ESCAPES).collect();
     if rel.is_empty() && !out.ends_with('/') {
         out.push('/');
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{binary, read_response, Spawned, Tree};
+use crate::support::{read_response, sign_cli, Spawned, Tree};
 
 /// Two copies of one tree, as `rsync -a` leaves them: same bytes, same mtimes, same modes.
 fn twin_trees(files: &[(&str, Vec<u8>)]) -> (Tree, Tree) {
@@ -91,13 +91,7 @@ fn two_nodes_with_copies_of_a_tree_answer_identically() {
         assert!(ra.body == rb.body, "bytes of {path}");
     }
     // A link signed once opens the file on every node.
-    let out = Command::new(binary())
-        .args(["sign", "--key-file"])
-        .arg(&key)
-        .args(["--key-id", "f1", "/private/report.pdf"])
-        .output()
-        .unwrap();
-    let link = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let link = sign_cli(&key, "f1", &[], "/private/report.pdf");
     assert_eq!(get(node_a.addr, &link, &[]).status, 200);
     assert_eq!(get(node_b.addr, &link, &[]).status, 200);
 }

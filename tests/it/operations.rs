@@ -4,7 +4,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{binary, read_response, Server, Spawned, Tree};
+use crate::support::{binary, read_response, sign_cli, Server, Spawned, Tree};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -210,15 +210,7 @@ fn sighup_reloads_keys_and_limits_and_keeps_the_old_config_when_the_new_one_is_b
         "--config",
         config.to_str().unwrap(),
     ]);
-    let sign = |key: &std::path::Path, kid: &str| -> String {
-        let out = Command::new(binary())
-            .args(["sign", "--key-file"])
-            .arg(key)
-            .args(["--key-id", kid, "/private/doc.pdf"])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let sign = |key: &std::path::Path, kid: &str| sign_cli(key, kid, &[], "/private/doc.pdf");
     let by_k2 = sign(&k2, "k2");
     assert_eq!(get(server.addr, &sign(&k1, "k1")).status, 200);
     assert_eq!(

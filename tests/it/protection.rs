@@ -6,27 +6,9 @@ use std::time::{Duration, Instant};
 
 use sendfiled::protect::signing::{self, MethodClass, SignRequest};
 
-use crate::support::{binary, closed_within, read_response, Server, Spawned, Tree};
+use crate::support::{closed_within, read_response, sign_cli, Server, Spawned, Tree};
 
 const SECRET: &str = "k1-secret-0123456789abcdef";
-
-/// `sendfiled sign` through the real binary.
-fn sign_cli(key_file: &Path, kid: &str, extra: &[&str], target: &str) -> String {
-    let out = Command::new(binary())
-        .args(["sign", "--key-file"])
-        .arg(key_file)
-        .args(["--key-id", kid, "--expires-in", "10m"])
-        .args(extra)
-        .arg(target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// A link signed in this process (for expiries in the past).
 fn sign_lib(key: &str, kid: &str, target: &str, expires: u64) -> String {

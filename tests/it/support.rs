@@ -369,3 +369,21 @@ impl Drop for Spawned {
         let _ = self.child.wait();
     }
 }
+
+/// `sendfiled sign` through the real binary.
+pub fn sign_cli(key_file: &Path, kid: &str, extra: &[&str], target: &str) -> String {
+    let out = std::process::Command::new(binary())
+        .args(["sign", "--key-file"])
+        .arg(key_file)
+        .args(["--key-id", kid, "--expires-in", "10m"])
+        .args(extra)
+        .arg(target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
