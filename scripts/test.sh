@@ -35,4 +35,4 @@ if ((${#missing[@]})); then
   fi
 fi
 
-cargo test --locked "$@"
+cargo test --locked --features fault-injection "$@"

@@ -7,6 +7,8 @@
 #![allow(unsafe_code)]
 
 mod alloc;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod mmap;
 mod net;
 mod open;

@@ -12,6 +12,10 @@ pub fn sendfile(
     offset: u64,
     count: usize,
 ) -> io::Result<usize> {
+    #[cfg(feature = "fault-injection")]
+    if super::fault::eio(file) {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
     let mut off = offset as libc::off64_t;
     // SAFETY: both descriptors are borrowed and so stay open for the call; `off` is a valid,
     // exclusively borrowed off64_t that the kernel updates.

@@ -157,3 +157,62 @@ fn files_deleted_or_replaced_while_they_are_sent() {
     fds_settle(&s, baseline);
     assert!(s.terminate(15).success());
 }
+
+/// Read errors (EIO) from a file, injected at the syscall layer (`fault-injection` feature), end
+/// that response and only that one, in a plain download and in an archive.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn read_errors_abort_only_that_response() {
+    use std::os::unix::fs::MetadataExt;
+    let t = Tree::new();
+    let bad = t.file("d/bad.bin", &Tree::noise(8 << 20, 5));
+    t.file("d/good.txt", b"good");
+    let ino = std::fs::metadata(&bad).unwrap().ino();
+    let s = Spawned::serve_env(
+        &[("SENDFILED_FAULT_EIO_INODES", ino.to_string())],
+        &["--root", t.root().to_str().unwrap(), "--workers", "1"],
+    );
+    assert_eq!(get(&s, "/d/good.txt").body, b"good");
+    // HEADs open and cache everything without reading it, so the baseline includes them.
+    for path in ["/d/bad.bin", "/d/?download=zip&compress=store"] {
+        let mut c = s.connect();
+        write!(
+            c,
+            "HEAD {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        assert_eq!(read_response(&mut c, true).unwrap().status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let baseline = s.fds();
+    for path in ["/d/bad.bin", "/d/?download=zip&compress=store"] {
+        let mut c = s.connect();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        let _ = c.read_to_end(&mut all);
+        let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            all.len() - end < length,
+            "{path}: a read error must cut the body short"
+        );
+    }
+    assert_eq!(
+        get(&s, "/d/good.txt").body,
+        b"good",
+        "others are still served"
+    );
+    fds_settle(&s, baseline);
+    assert!(s.terminate(15).success());
+}

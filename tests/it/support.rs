@@ -276,6 +276,16 @@ impl Spawned {
 
     /// Like [`Spawned::serve`], run under a wrapper command such as `prlimit ... --`.
     pub fn serve_with_prefix(prefix: &[&str], args: &[&str]) -> Spawned {
+        Spawned::serve_with(prefix, &[], args)
+    }
+
+    /// Like [`Spawned::serve`], with extra environment variables.
+    #[allow(dead_code)]
+    pub fn serve_env(env: &[(&str, String)], args: &[&str]) -> Spawned {
+        Spawned::serve_with(&[], env, args)
+    }
+
+    fn serve_with(prefix: &[&str], env: &[(&str, String)], args: &[&str]) -> Spawned {
         use std::io::BufRead;
         let mut command = match prefix.split_first() {
             Some((program, rest)) => {
@@ -290,6 +300,9 @@ impl Spawned {
         } else {
             &["--admin-listen", "off"]
         };
+        for (k, v) in env {
+            command.env(k, v);
+        }
         let mut child = command
             .arg("serve")
             .args(args)
