@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(ir) = parts.next() {
         if if_range_allows(ir, v) {
             let text = String::from_utf8_lossy(ir);
-            assert!(!text.trim_start().starts_with("W/"), "weak If-Range allowed: {text:?}");
+            assert!(
+                !text.trim_start().starts_with("W/"),
+                "weak If-Range allowed: {text:?}"
+            );
         }
     }
 });

@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         if out.is_empty() {
             break;
         }
-        assert!(!part.is_empty() && part != "." && part != "..", "{raw:?} -> {out:?}");
+        assert!(
+            !part.is_empty() && part != "." && part != "..",
+            "{raw:?} -> {out:?}"
+        );
         assert!(!part.contains(['\0', '\\']), "{raw:?} -> {out:?}");
     }
     // Normalising the result again changes nothing (no second decoding).

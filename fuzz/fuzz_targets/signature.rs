@@ -15,7 +15,11 @@ fn ring() -> &'static KeyRing {
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("k");
             std::fs::write(&file, KEY).unwrap();
-            let ring = KeyRing::load(vec![KeySource { id: "k".into(), file }]).unwrap();
+            let ring = KeyRing::load(vec![KeySource {
+                id: "k".into(),
+                file,
+            }])
+            .unwrap();
             (dir, ring)
         })
         .1
@@ -26,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
     let (path, query) = text.split_once('?').unwrap_or((&text, ""));
     // Arbitrary input: never a panic, and never accepted (no one without the key can sign).
     let forged = ring().verify(MethodClass::Read, path, Some(query), 0);
-    assert!(forged.is_err() || query.contains("sig="), "accepted without a signature");
+    assert!(
+        forged.is_err() || query.contains("sig="),
+        "accepted without a signature"
+    );
 
     // A real link for a real path verifies; a changed byte in its query does not.
     if !path.starts_with('/') || path.contains(['?', '#']) {
@@ -49,7 +56,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let canonical = format!("/{normal}");
     let (_, q) = link.split_once('?').unwrap();
-    assert!(ring().verify(MethodClass::Read, &canonical, Some(q), 1).is_ok(), "{link}");
+    assert!(
+        ring()
+            .verify(MethodClass::Read, &canonical, Some(q), 1)
+            .is_ok(),
+        "{link}"
+    );
     if let Some(&b) = data.first() {
         let i = usize::from(b) % q.len();
         let mut bytes = q.as_bytes().to_vec();
@@ -57,7 +69,9 @@ fuzz_target!(|data: &[u8]| {
         let changed = String::from_utf8_lossy(&bytes).into_owned();
         if changed != q {
             assert!(
-                ring().verify(MethodClass::Read, &canonical, Some(&changed), 1).is_err(),
+                ring()
+                    .verify(MethodClass::Read, &canonical, Some(&changed), 1)
+                    .is_err(),
                 "{q} -> {changed}"
             );
         }

@@ -44,7 +44,10 @@ fn fetch(addr: std::net::SocketAddr, path: &str) -> (u64, Vec<u8>) {
     c.read_to_end(&mut all).unwrap();
     let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.") && head[9..].starts_with("200"), "{head}");
+    assert!(
+        head.starts_with("http/1.") && head[9..].starts_with("200"),
+        "{head}"
+    );
     let len = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length: "))
@@ -62,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
     let mut files = Vec::new();
     let mut rest = data;
     while rest.len() >= 3 && files.len() < 8 {
-        let name = format!("f{}-{}.txt", files.len(), ["a", "é", "z z", "报"][usize::from(rest[0] % 4)]);
+        let name = format!(
+            "f{}-{}.txt",
+            files.len(),
+            ["a", "é", "z z", "报"][usize::from(rest[0] % 4)]
+        );
         let size = usize::from(u16::from_le_bytes([rest[1], rest[2]])) % 70_000;
         rest = &rest[3..];
         let body: Vec<u8> = rest.iter().copied().cycle().take(size).collect();
@@ -74,7 +81,8 @@ fuzz_target!(|data: &[u8]| {
         if announced != u64::MAX {
             assert_eq!(announced, bytes.len() as u64, "Content-Length is exact");
         }
-        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a readable archive");
+        let mut archive =
+            zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a readable archive");
         for (name, body) in &files {
             let mut entry = archive
                 .by_name(&format!("{case}/{name}"))
