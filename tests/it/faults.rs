@@ -26,6 +26,20 @@ fn fds_settle(s: &Spawned, baseline: usize) {
     }
 }
 
+/// Where the body starts in `bytes` (a response's first bytes), and its Content-Length.
+fn head_and_length(bytes: &[u8]) -> (usize, usize) {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (end, length)
+}
+
 fn get(s: &Spawned, path: &str) -> crate::support::Response {
     let mut c = s.connect();
     write!(
@@ -136,15 +150,7 @@ fn files_deleted_or_replaced_while_they_are_sent() {
     .unwrap();
     let mut first = vec![0u8; 1 << 20];
     c.read_exact(&mut first).unwrap();
-    let head_end = first.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let head = String::from_utf8_lossy(&first[..head_end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (head_end, length) = head_and_length(&first);
     std::fs::remove_file(&late).unwrap();
     let mut rest = Vec::new();
     let _ = c.read_to_end(&mut rest);
@@ -194,15 +200,7 @@ fn read_errors_abort_only_that_response() {
         .unwrap();
         let mut all = Vec::new();
         let _ = c.read_to_end(&mut all);
-        let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let (end, length) = head_and_length(&all);
         assert!(
             all.len() - end < length,
             "{path}: a read error must cut the body short"
