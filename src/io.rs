@@ -193,11 +193,15 @@ impl ConnShared {
             .begin(parts, self.bytes_sent.get(), capture);
     }
 
-    /// The response is known.
-    pub fn responded(&self, status: http::StatusCode, body: BodyPath) {
+    /// The response is known (a HEAD response sends no body, whatever its body type).
+    pub fn responded(&self, resp: &http::Response<crate::body::Body>, is_head: bool) {
         let mut x = self.exchange.borrow_mut();
-        x.status = status.as_u16();
-        x.body = body;
+        x.status = resp.status().as_u16();
+        x.body = if is_head {
+            BodyPath::None
+        } else {
+            resp.body().path()
+        };
     }
 
     /// The exchange is over (its last byte is in the kernel, or the connection ended): count it
@@ -273,41 +277,50 @@ impl Default for HeadGuard {
 }
 
 impl HeadGuard {
+    /// Check (and, where needed, spoil) the next bytes of a head. Work is one vectorisable
+    /// search per line plus at most `name.len()` bytes of its start, not a step per byte.
     fn scan(&mut self, bytes: &mut [u8]) {
-        if !self.scanning {
-            return;
-        }
-        for b in bytes.iter_mut() {
-            match *b {
-                b'\n' if self.prev_cr => {
-                    if self.line_empty {
-                        self.scanning = false; // the blank line: the head is over
-                        return;
-                    }
-                    let line = &self.name[..self.name_len];
-                    if line.starts_with(b"content-length:")
-                        || line.starts_with(b"transfer-encoding:")
-                    {
-                        if self.framing_seen {
-                            *b = 0;
-                        }
-                        self.framing_seen = true;
-                    }
-                    self.line_empty = true;
-                    self.prev_cr = false;
-                    self.name_len = 0;
+        let mut at = 0;
+        while self.scanning && at < bytes.len() {
+            let rest = &bytes[at..];
+            let line_end = rest.iter().position(|b| *b == b'\n');
+            let segment = &rest[..line_end.unwrap_or(rest.len())];
+            if let Some(&last) = segment.last() {
+                self.prev_cr = last == b'\r';
+            }
+            for &c in segment {
+                if self.name_len == self.name.len() {
+                    break; // the line is long: already not empty, and its name is known
                 }
-                b'\n' => *b = 0,
-                b'\r' => self.prev_cr = true,
-                c => {
-                    self.prev_cr = false;
+                if c != b'\r' {
                     self.line_empty = false;
-                    if self.name_len < self.name.len() {
-                        self.name[self.name_len] = c.to_ascii_lowercase();
-                        self.name_len += 1;
-                    }
+                    self.name[self.name_len] = c.to_ascii_lowercase();
+                    self.name_len += 1;
                 }
             }
+            let Some(offset) = line_end else {
+                return;
+            };
+            let newline = at + offset;
+            at = newline + 1;
+            if !self.prev_cr {
+                bytes[newline] = 0; // a bare LF
+                continue;
+            }
+            if self.line_empty {
+                self.scanning = false; // the blank line: the head is over
+                return;
+            }
+            let line = &self.name[..self.name_len];
+            if line.starts_with(b"content-length:") || line.starts_with(b"transfer-encoding:") {
+                if self.framing_seen {
+                    bytes[newline] = 0;
+                }
+                self.framing_seen = true;
+            }
+            self.line_empty = true;
+            self.prev_cr = false;
+            self.name_len = 0;
         }
     }
 }

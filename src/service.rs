@@ -14,7 +14,6 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use percent_encoding::utf8_percent_encode;
 
-use crate::access_log::BodyPath;
 use crate::body::Body;
 use crate::config::DotfileRule;
 use crate::fs::path::{has_dotfile, normalize, PATH_ESCAPES};
@@ -73,12 +72,7 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
         };
         match reply {
             Reply::Now(resp) => {
-                let path = if parts.method == Method::HEAD {
-                    BodyPath::None
-                } else {
-                    resp.body().path()
-                };
-                self.conn.responded(resp.status(), path);
+                self.conn.responded(&resp, parts.method == Method::HEAD);
                 // The request's header map becomes a later response's: with hyper recycling each
                 // sent response's map for the next request, header maps are never allocated in
                 // steady state.
@@ -90,27 +84,18 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
             Reply::Listing(dir, admission) => {
                 let conn = self.conn.clone();
                 let is_head = parts.method == Method::HEAD;
-                ServiceFuture::Archive(Box::pin(async move {
+                ServiceFuture::Later(Box::pin(async move {
                     let resp = listing(conn.clone(), parts, dir, admission).await;
-                    let path = if is_head {
-                        BodyPath::None
-                    } else {
-                        resp.body().path()
-                    };
-                    conn.responded(resp.status(), path);
+                    conn.responded(&resp, is_head);
                     Ok(resp)
                 }))
             }
             Reply::Archive(dir, admission) => {
                 let conn = self.conn.clone();
                 let is_head = parts.method == Method::HEAD;
-                ServiceFuture::Archive(Box::pin(async move {
+                ServiceFuture::Later(Box::pin(async move {
                     let resp = archive(conn.clone(), parts, body, dir, admission).await;
-                    let path = match resp.body().path() {
-                        _ if is_head => BodyPath::None,
-                        path => path,
-                    };
-                    conn.responded(resp.status(), path);
+                    conn.responded(&resp, is_head);
                     Ok(resp)
                 }))
             }
@@ -118,10 +103,11 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
     }
 }
 
-/// The service's future: ready at once for files; an archive first builds its manifest.
+/// The service's future: ready at once for files; an archive (its manifest) or a listing (its
+/// directory read) comes later, from the blocking pool.
 pub enum ServiceFuture {
     Ready(Ready<Result<Response<Body>, Infallible>>),
-    Archive(Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>>>>),
+    Later(Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>>>>),
 }
 
 impl Future for ServiceFuture {
@@ -130,7 +116,7 @@ impl Future for ServiceFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             ServiceFuture::Ready(r) => Pin::new(r).poll(cx),
-            ServiceFuture::Archive(f) => f.as_mut().poll(cx),
+            ServiceFuture::Later(f) => f.as_mut().poll(cx),
         }
     }
 }
@@ -159,20 +145,14 @@ fn wants_archive(query: Option<&str>) -> bool {
     })
 }
 
-/// Request framing that parsers in front of us could read differently (RFC 9112 §6.3): both
-/// Content-Length and Transfer-Encoding, Content-Length given twice, or a Transfer-Encoding other
-/// than plain `chunked`. hyper picks one reading; a proxy might pick another and see a second,
-/// smuggled request. Such a request gets 400 and the connection is closed, so nothing after it on
-/// the connection is ever read as a request.
+/// A Transfer-Encoding other than one plain `chunked` (RFC 9112 §6.1): hyper would decode it as
+/// chunked anyway, a proxy in front might not. The head guard in `io` already refuses a second
+/// framing header; this is the part that needs the parsed value. 400, and the connection closes,
+/// so nothing after the request is ever read as another.
 fn framing_error(conn: &Rc<ConnShared>, headers: &HeaderMap) -> Option<Response<Body>> {
-    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    let te = codings.next();
-    let bad = lengths > 1
-        || (lengths == 1 && te.is_some())
-        || codings.next().is_some()
-        || te.is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"));
-    if !bad {
+    let te = codings.next()?;
+    if codings.next().is_none() && te.as_bytes().eq_ignore_ascii_case(b"chunked") {
         return None;
     }
     tracing::debug!(client = %conn.peer, "ambiguous request framing");
