@@ -6,7 +6,6 @@
 //! Everything from the request is escaped (JSON string rules, or `\xHH` in combined format), so
 //! a hostile header cannot forge lines; a link's signature is replaced by `REDACTED`.
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -185,7 +184,8 @@ impl Exchange {
         &self.text[start..self.ends[i]]
     }
 
-    /// Append the log line for this exchange to `out`.
+    /// Append the log line for this exchange to `out` (the worker's batch buffer, so a line
+    /// costs no allocation of its own).
     pub fn write_line(
         &self,
         out: &mut Vec<u8>,
@@ -196,50 +196,49 @@ impl Exchange {
         aborted: bool,
     ) {
         let wall = self.wall.unwrap_or_else(SystemTime::now);
-        let mut line = String::with_capacity(256);
         match format {
             Format::Json => {
-                line.push_str("{\"time\":\"");
-                rfc3339(wall, &mut line);
-                let _ = write!(line, "\",\"client\":\"{client}\",\"method\":");
-                json_str(self.field(0), &mut line);
+                out.extend_from_slice(b"{\"time\":\"");
+                rfc3339(wall, out);
+                let _ = write!(out, "\",\"client\":\"{client}\",\"method\":");
+                json_str(self.field(0), out);
                 let target = self.field(1);
                 let (path, query) = target.split_once('?').unwrap_or((target, ""));
-                line.push_str(",\"path\":");
-                json_str(path, &mut line);
-                line.push_str(",\"query\":");
-                json_str(query, &mut line);
+                out.extend_from_slice(b",\"path\":");
+                json_str(path, out);
+                out.extend_from_slice(b",\"query\":");
+                json_str(query, out);
                 let _ = write!(
-                    line,
+                    out,
                     ",\"status\":{},\"bytes\":{bytes},\"duration_ms\":{:.3},\"range\":",
                     self.status,
                     seconds * 1000.0
                 );
-                json_str(self.field(4), &mut line);
-                let _ = write!(line, ",\"body\":\"{}\",\"user_agent\":", self.body.label());
-                json_str(self.field(2), &mut line);
-                line.push_str(",\"referer\":");
-                json_str(self.field(3), &mut line);
-                line.push_str(",\"key_id\":");
+                json_str(self.field(4), out);
+                let _ = write!(out, ",\"body\":\"{}\",\"user_agent\":", self.body.label());
+                json_str(self.field(2), out);
+                out.extend_from_slice(b",\"referer\":");
+                json_str(self.field(3), out);
+                out.extend_from_slice(b",\"key_id\":");
                 match &self.key_id {
-                    Some(k) => json_str(k, &mut line),
-                    None => line.push_str("null"),
+                    Some(k) => json_str(k, out),
+                    None => out.extend_from_slice(b"null"),
                 }
-                let _ = write!(line, ",\"aborted\":{aborted}}}");
+                let _ = write!(out, ",\"aborted\":{aborted}}}");
             }
             Format::Combined => {
-                let _ = write!(line, "{} - - [", client.ip());
-                clf_time(wall, &mut line);
-                line.push_str("] \"");
-                escaped(self.field(0), &mut line);
-                line.push(' ');
-                escaped(self.field(1), &mut line);
-                let _ = write!(line, " HTTP/1.1\" {} {bytes} \"", self.status);
-                escaped(self.field(3), &mut line);
-                line.push_str("\" \"");
-                escaped(self.field(2), &mut line);
+                let _ = write!(out, "{} - - [", client.ip());
+                clf_time(wall, out);
+                out.extend_from_slice(b"] \"");
+                escaped(self.field(0), out);
+                out.push(b' ');
+                escaped(self.field(1), out);
+                let _ = write!(out, " HTTP/1.1\" {} {bytes} \"", self.status);
+                escaped(self.field(3), out);
+                out.extend_from_slice(b"\" \"");
+                escaped(self.field(2), out);
                 let _ = write!(
-                    line,
+                    out,
                     "\" {:.3} {} {}{}",
                     seconds,
                     self.body.label(),
@@ -248,8 +247,7 @@ impl Exchange {
                 );
             }
         }
-        line.push('\n');
-        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
     }
 }
 
@@ -272,28 +270,29 @@ fn redact_signature(pq: &str, out: &mut String) {
     }
 }
 
-fn json_str(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+fn json_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            // Bytes of multi-byte UTF-8 characters are all >= 0x80 and pass through whole.
+            b if b < 0x20 || b == 0x7f => {
+                let _ = write!(out, "\\u{b:04x}");
             }
-            c => out.push(c),
+            b => out.push(b),
         }
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 /// nginx's escaping for combined logs: `"`, `\`, control and non-ASCII bytes as `\xHH`.
-fn escaped(s: &str, out: &mut String) {
+fn escaped(s: &str, out: &mut Vec<u8>) {
     for b in s.bytes() {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
             let _ = write!(out, "\\x{b:02X}");
         } else {
-            out.push(b as char);
+            out.push(b);
         }
     }
 }
@@ -325,12 +324,12 @@ fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
     )
 }
 
-fn rfc3339(t: SystemTime, out: &mut String) {
+fn rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     let (y, mo, d, h, mi, s, ms) = civil(t);
     let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
 }
 
-fn clf_time(t: SystemTime, out: &mut String) {
+fn clf_time(t: SystemTime, out: &mut Vec<u8>) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -350,12 +349,12 @@ mod tests {
     #[test]
     fn dates_format_in_utc() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_232_168_577);
-        let mut s = String::new();
+        let mut s = Vec::new();
         rfc3339(t, &mut s);
-        assert_eq!(s, "2026-11-21T03:36:08.577Z");
+        assert_eq!(s, b"2026-11-21T03:36:08.577Z");
         s.clear();
         clf_time(UNIX_EPOCH + Duration::from_secs(951_782_400), &mut s);
-        assert_eq!(s, "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(s, b"29/Feb/2000:00:00:00 +0000");
     }
 
     #[test]
@@ -363,11 +362,14 @@ mod tests {
         let mut s = String::new();
         redact_signature("/a?expires=1&kid=k&sig=SECRET&download", &mut s);
         assert_eq!(s, "/a?expires=1&kid=k&sig=REDACTED&download");
-        let mut j = String::new();
-        json_str("a\"b\\c\nd", &mut j);
-        assert_eq!(j, r#""a\"b\\c\u000ad""#);
-        let mut c = String::new();
+        let mut j = Vec::new();
+        json_str("a\"b\\c\nd\u{e9}", &mut j);
+        assert_eq!(
+            String::from_utf8(j).unwrap(),
+            "\"a\\\"b\\\\c\\u000ad\u{e9}\""
+        );
+        let mut c = Vec::new();
         escaped("x\"\n\u{e9}", &mut c);
-        assert_eq!(c, r"x\x22\x0A\xC3\xA9");
+        assert_eq!(c, br"x\x22\x0A\xC3\xA9");
     }
 }
