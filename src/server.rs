@@ -168,9 +168,19 @@ impl Worker {
         base: &OpenFile,
         coding: crate::http::encoding::Coding,
     ) -> Result<Arc<OpenFile>, OpenError> {
-        let disk = format!("{rel}{}", coding.suffix());
-        let key = format!("{rel}\0{}", coding.token());
-        let found = self.open_cached(&key, &disk, |file, meta, _| {
+        // Built on the stack: this runs for every request that negotiates a variant.
+        let mut buf = smallvec::SmallVec::<[u8; 512]>::new();
+        buf.extend_from_slice(rel.as_bytes());
+        buf.extend_from_slice(coding.suffix().as_bytes());
+        let disk_end = buf.len();
+        buf.extend_from_slice(rel.as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(coding.token().as_bytes());
+        let (disk, key) = buf.split_at(disk_end);
+        let (Ok(disk), Ok(key)) = (std::str::from_utf8(disk), std::str::from_utf8(key)) else {
+            return Err(OpenError::NotFound);
+        };
+        let found = self.open_cached(key, disk, |file, meta, _| {
             fs::describe_variant(file, meta, base, coding)
         })?;
         if found.is_dir {
