@@ -1,7 +1,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::support::{read_response, Spawned, Tree};
+use crate::support::{read_response, request_at, Spawned, Tree};
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -41,13 +41,7 @@ fn head_and_length(bytes: &[u8]) -> (usize, usize) {
 }
 
 fn get(s: &Spawned, path: &str) -> crate::support::Response {
-    let mut c = s.connect();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    read_response(&mut c, false).unwrap()
+    request_at(s.addr, "GET", path, &[])
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{read_response, sign_cli, Spawned, Tree};
+use crate::support::{request_at, sign_cli, Spawned, Tree};
 
 /// Two copies of one tree, as `rsync -a` leaves them: same bytes, same mtimes, same modes.
 fn twin_trees(files: &[(&str, Vec<u8>)]) -> (Tree, Tree) {
@@ -42,16 +42,7 @@ fn twin_trees(files: &[(&str, Vec<u8>)]) -> (Tree, Tree) {
 }
 
 fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> crate::support::Response {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
-    for h in headers {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    req.push_str("\r\n");
-    c.write_all(req.as_bytes()).unwrap();
-    read_response(&mut c, false).unwrap()
+    request_at(addr, "GET", path, headers)
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{binary, read_response, sign_cli, Server, Spawned, Tree};
+use crate::support::{binary, read_response, request_at, sign_cli, Server, Spawned, Tree};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -43,14 +43,7 @@ fn expect_notify(sock: &UnixDatagram, want: &str, secs: u64) -> String {
 }
 
 fn get(addr: SocketAddr, path: &str) -> crate::support::Response {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    read_response(&mut c, false).expect("a response")
+    request_at(addr, "GET", path, &[])
 }
 
 #[test]

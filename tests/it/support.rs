@@ -141,13 +141,7 @@ impl Server {
     }
 
     pub fn request(&self, method: &str, path: &str, headers: &[&str]) -> Response {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-        for h in headers {
-            req.push_str(h);
-            req.push_str("\r\n");
-        }
-        req.push_str("\r\n");
-        self.raw(&req)
+        request_at(self.addr, method, path, headers)
     }
 }
 
@@ -157,6 +151,21 @@ impl Drop for Server {
             s.shutdown();
         }
     }
+}
+
+/// `method path` with extra header lines (each "Name: value") on a new connection to `addr`
+/// (any server: in-process, spawned, or a balancer), and its response.
+pub fn request_at(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Response {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    read_response(&mut s, method == "HEAD").expect("a response")
 }
 
 /// One parsed response.
