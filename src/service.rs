@@ -203,8 +203,13 @@ fn admit(conn: &Rc<ConnShared>, req: &http::request::Parts, rel: &str) -> Result
     if !protect.inspects_paths() {
         return Ok(Admission::default());
     }
-    let path = format!("/{rel}");
-    match protect.admit(&req.method, &path, req.uri.query(), unix_now()) {
+    // The path with its leading slash, on the stack: this runs for every request once any
+    // protection is configured.
+    let mut buf = smallvec::SmallVec::<[u8; 512]>::new();
+    buf.push(b'/');
+    buf.extend_from_slice(rel.as_bytes());
+    let path = std::str::from_utf8(&buf).unwrap_or("/");
+    match protect.admit(&req.method, path, req.uri.query(), unix_now()) {
         Ok(admission) => {
             if let Some(grant) = &admission.grant {
                 conn.exchange.borrow_mut().key_id = Some(grant.kid.clone());
