@@ -230,6 +230,9 @@ pub struct RawLimits {
     pub min_send_rate: Option<SizeText>,
     pub min_send_rate_window: Option<DurationText>,
     pub shutdown_timeout: Option<DurationText>,
+    pub body_timeout: Option<DurationText>,
+    pub min_body_rate: Option<SizeText>,
+    pub body_memory: Option<SizeText>,
 }
 
 /// `[socket]`: listener and connection tuning.
@@ -292,6 +295,13 @@ pub struct Limits {
     pub min_send_rate_window: Duration,
     /// Time in-flight responses get to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// Longest wait for the next bytes of a request body (408 after it).
+    pub body_timeout: Duration,
+    /// Slowest accepted request body on average, in bytes per second after the first
+    /// `body_timeout` (0 = no rule).
+    pub min_body_rate: u64,
+    /// Request-body bytes all workers may hold in memory at once (503 past it).
+    pub body_memory: usize,
 }
 
 /// Listener and connection tuning.
@@ -403,6 +413,9 @@ pub mod defaults {
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
     pub const MIN_SEND_RATE: u64 = 1024;
     pub const MIN_SEND_RATE_WINDOW_SECS: u64 = 60;
+    pub const BODY_TIMEOUT_SECS: u64 = 10;
+    pub const MIN_BODY_RATE: u64 = 1024;
+    pub const BODY_MEMORY: u64 = 64 * 1024 * 1024;
     pub const MAX_CONNECTIONS: usize = 16_384;
     pub const REQUEST_BURST: u32 = 100;
     pub const LINK_RATE_BURST: u64 = 1 << 20;
@@ -550,7 +563,22 @@ impl Config {
             .map_err(|m| err("limits.min_send_rate_window", m))?,
             shutdown_timeout: duration(&l.shutdown_timeout, defaults::SHUTDOWN_TIMEOUT_SECS)
                 .map_err(|m| err("limits.shutdown_timeout", m))?,
+            body_timeout: nonzero_duration(&l.body_timeout, defaults::BODY_TIMEOUT_SECS)
+                .map_err(|m| err("limits.body_timeout", m))?,
+            min_body_rate: size(&l.min_body_rate, defaults::MIN_BODY_RATE)
+                .map_err(|m| err("limits.min_body_rate", m))?,
+            body_memory: usize::try_from(
+                size(&l.body_memory, defaults::BODY_MEMORY)
+                    .map_err(|m| err("limits.body_memory", m))?,
+            )
+            .unwrap_or(usize::MAX),
         };
+        if limits.body_memory < 64 * 1024 {
+            return Err(err(
+                "limits.body_memory",
+                format!("{} is less than 64KiB", limits.body_memory),
+            ));
+        }
 
         let s = raw.socket.clone().unwrap_or_default();
         let sendfile_max_chunk = size(&s.sendfile_max_chunk, defaults::SENDFILE_MAX_CHUNK)
@@ -796,6 +824,9 @@ impl Config {
                 min_send_rate: Some(SizeText::Bytes(self.limits.min_send_rate)),
                 min_send_rate_window: Some(secs(self.limits.min_send_rate_window)),
                 shutdown_timeout: Some(secs(self.limits.shutdown_timeout)),
+                body_timeout: Some(secs(self.limits.body_timeout)),
+                min_body_rate: Some(SizeText::Bytes(self.limits.min_body_rate)),
+                body_memory: Some(SizeText::Bytes(self.limits.body_memory as u64)),
             }),
             socket: Some(RawSocket {
                 backlog: Some(self.socket.backlog),

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
 use crate::access_log::{BodyPath, Exchange};
+use crate::framing::{Framing, StreamGuard};
 use crate::fs::OpenFile;
 use crate::protect::Pacer;
 use crate::server::Worker;
@@ -147,6 +148,8 @@ pub struct ConnShared {
     pub requests: Cell<u64>,
     /// The exchange being answered, for the access log and the request metrics.
     pub exchange: RefCell<Exchange>,
+    /// Whether every byte read so far was well framed (the stream guard's verdict).
+    pub framing: Cell<Framing>,
 }
 
 impl ConnShared {
@@ -180,6 +183,7 @@ impl ConnShared {
             bytes_sent: Cell::new(0),
             requests: Cell::new(0),
             exchange: RefCell::new(Exchange::default()),
+            framing: Cell::new(Framing::Sound),
         }
     }
 
@@ -241,88 +245,8 @@ pub struct SendfileIo {
     pace_timer: Option<Pin<Box<Sleep>>>,
     /// Measures how fast the client takes bytes while we wait on it (the minimum-rate rule).
     drip: DripWatch,
-    /// Refuses bare LF line ends in request heads.
-    head_guard: HeadGuard,
-}
-
-/// Request heads that two parsers could split differently are how requests get smuggled
-/// (RFC 9112 §6.3, §2.2). httparse accepts a bare LF as a line end, and hyper quietly settles
-/// Content-Length given with Transfer-Encoding, or given twice. A proxy in front might read either
-/// differently. So before hyper sees a head, a bare LF, and the line end of a second framing
-/// header (a Content-Length after a Content-Length or a Transfer-Encoding, or the other way
-/// round), is turned into a NUL. That makes the head invalid: hyper answers 400 and closes the
-/// connection, so no byte after it is ever read as a request. Scanning runs from a head's first
-/// byte to its blank line; bodies are never touched.
-struct HeadGuard {
-    scanning: bool,
-    prev_cr: bool,
-    line_empty: bool,
-    /// The start of the current line, lowercased, to recognise framing headers.
-    name: [u8; 18],
-    name_len: usize,
-    framing_seen: bool,
-}
-
-impl Default for HeadGuard {
-    fn default() -> Self {
-        HeadGuard {
-            scanning: true,
-            prev_cr: false,
-            line_empty: true,
-            name: [0; 18],
-            name_len: 0,
-            framing_seen: false,
-        }
-    }
-}
-
-impl HeadGuard {
-    /// Check (and, where needed, spoil) the next bytes of a head. Work is one vectorisable
-    /// search per line plus at most `name.len()` bytes of its start, not a step per byte.
-    fn scan(&mut self, bytes: &mut [u8]) {
-        let mut at = 0;
-        while self.scanning && at < bytes.len() {
-            let rest = &bytes[at..];
-            let line_end = rest.iter().position(|b| *b == b'\n');
-            let segment = &rest[..line_end.unwrap_or(rest.len())];
-            if let Some(&last) = segment.last() {
-                self.prev_cr = last == b'\r';
-            }
-            for &c in segment {
-                if self.name_len == self.name.len() {
-                    break; // the line is long: already not empty, and its name is known
-                }
-                if c != b'\r' {
-                    self.line_empty = false;
-                    self.name[self.name_len] = c.to_ascii_lowercase();
-                    self.name_len += 1;
-                }
-            }
-            let Some(offset) = line_end else {
-                return;
-            };
-            let newline = at + offset;
-            at = newline + 1;
-            if !self.prev_cr {
-                bytes[newline] = 0; // a bare LF
-                continue;
-            }
-            if self.line_empty {
-                self.scanning = false; // the blank line: the head is over
-                return;
-            }
-            let line = &self.name[..self.name_len];
-            if line.starts_with(b"content-length:") || line.starts_with(b"transfer-encoding:") {
-                if self.framing_seen {
-                    bytes[newline] = 0;
-                }
-                self.framing_seen = true;
-            }
-            self.line_empty = true;
-            self.prev_cr = false;
-            self.name_len = 0;
-        }
-    }
+    /// Follows the request stream across reads and spoils ambiguous heads.
+    guard: StreamGuard,
 }
 
 /// The minimum-rate rule. A window opens when a write first waits for the client to make room in
@@ -443,7 +367,7 @@ impl SendfileIo {
             resident: None,
             pace_timer: None,
             drip: DripWatch::default(),
-            head_guard: HeadGuard::default(),
+            guard: StreamGuard::default(),
         }
     }
 
@@ -630,11 +554,9 @@ impl AsyncRead for SendfileIo {
                     if let Phase::Idle { .. } = phase {
                         this.conn.phase.set(Phase::Head { deadline: None });
                         this.drip.window = None;
-                        this.head_guard = HeadGuard::default();
                     }
-                    if !matches!(phase, Phase::Busy) || this.head_guard.scanning {
-                        this.head_guard.scan(&mut buf.filled_mut()[before..]);
-                    }
+                    this.guard.scan(&mut buf.filled_mut()[before..]);
+                    this.conn.framing.set(this.guard.framing());
                 }
                 Poll::Ready(Ok(()))
             }
@@ -843,36 +765,5 @@ impl SendfileIo {
             return this.poll_io(cx, || crate::sys::send_vectored(sock, &cut, false));
         }
         this.poll_io(cx, || crate::sys::send_vectored(sock, run, more))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HeadGuard;
-
-    fn guard(head: &[u8]) -> Vec<u8> {
-        let mut bytes = head.to_vec();
-        // Fed in small pieces, as reads may split it.
-        let mut g = HeadGuard::default();
-        for piece in bytes.chunks_mut(3) {
-            g.scan(piece);
-        }
-        bytes
-    }
-
-    #[test]
-    fn ambiguous_heads_are_made_invalid_and_bodies_left_alone() {
-        let ok = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\na\nb";
-        assert_eq!(guard(ok), ok.to_vec());
-        assert!(guard(b"GET / HTTP/1.1\nHost: t\r\n\r\n").contains(&0));
-        assert!(
-            guard(b"GET / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n").contains(&0)
-        );
-        assert!(guard(
-            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n"
-        )
-        .contains(&0));
-        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-        assert_eq!(guard(chunked), chunked.to_vec());
     }
 }

@@ -164,6 +164,20 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
     }
     family(
         &mut out,
+        "sendfiled_body_refusals_total",
+        "counter",
+        "Request bodies refused (and their connections closed), by reason.",
+    );
+    for (i, why) in crate::request_body::BodyError::ALL.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "sendfiled_body_refusals_total{{reason=\"{}\"}} {}",
+            why.label(),
+            s.body_refusals[i]
+        );
+    }
+    family(
+        &mut out,
         "sendfiled_signature_failures_total",
         "counter",
         "Protected requests refused, by reason.",

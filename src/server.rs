@@ -26,6 +26,7 @@ use crate::fs::{self, OpenError, OpenFile};
 use crate::io::{ConnShared, SendfileIo};
 use crate::protect::clients::ConnectionCount;
 use crate::protect::Protection;
+use crate::request_body::BodyBudget;
 use crate::service::FileService;
 use crate::settings::{Live, Settings};
 use crate::stats::{Snapshot, Stats, WorkerStats};
@@ -54,6 +55,10 @@ pub struct Worker {
     pub archives: Arc<std::sync::atomic::AtomicUsize>,
     /// Connections open on all workers (the cap is global).
     pub connections: Arc<ConnectionCount>,
+    /// Request-body memory held by all workers (the budget is global).
+    pub bodies: Arc<BodyBudget>,
+    /// Set when the server starts draining.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     spare_header_maps: RefCell<Vec<HeaderMap>>,
     /// Access-log lines waiting to be written (flushed by size and by the heartbeat).
     log_buf: RefCell<Vec<u8>>,
@@ -70,6 +75,7 @@ struct Shared {
     stats: Stats,
     archives: Arc<std::sync::atomic::AtomicUsize>,
     connections: Arc<ConnectionCount>,
+    bodies: Arc<BodyBudget>,
     draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -377,6 +383,9 @@ impl RunningServer {
             }
         }
         let settings = Settings::new(config)?;
+        self.shared
+            .bodies
+            .set_cap(settings.config.limits.body_memory);
         self.shared.live.replace(settings);
         Ok(())
     }
@@ -434,12 +443,14 @@ pub fn start_with(
     let (tx, rx) = watch::channel(false);
     let seed = boundary_seed();
     let admin_listen = config.admin_listen;
+    let body_memory = config.limits.body_memory;
     let shared = Shared {
         live: Arc::new(Live::new(Settings::new(config)?)),
         root,
         stats: stats.clone(),
         archives: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         connections: Arc::new(ConnectionCount::default()),
+        bodies: Arc::new(BodyBudget::new(body_memory)),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
 
@@ -508,7 +519,8 @@ impl Worker {
             stats,
             archives,
             connections,
-            draining: _,
+            bodies,
+            draining,
         } = shared;
         let settings = live.current();
         let generation = live.generation();
@@ -531,6 +543,8 @@ impl Worker {
             log_buf: RefCell::new(Vec::new()),
             archives,
             connections,
+            bodies,
+            draining,
         }
     }
 }

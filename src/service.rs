@@ -25,10 +25,12 @@ use crate::http::range::{self, ByteRange, RangeOutcome};
 use crate::io::ConnShared;
 use crate::protect::signing::unix_now;
 use crate::protect::{Admission, Pacer};
+use crate::request_body::{self, BodyError, BodyRules};
 use crate::stats::WorkerStats;
 use crate::zip::manifest::{self, BuildInput, Manifest, ManifestError, Selection};
 use crate::zip::stream::{ArchivePermit, ZipStream};
 use crate::zip::ZipRequest;
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
@@ -70,37 +72,101 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
         } else {
             respond(&self.conn, &parts)
         };
+        let is_head = parts.method == Method::HEAD;
+        let conn = self.conn.clone();
+        // A body on a request that has no use for one is read and dropped before the answer, so
+        // that its framing is checked first (a response that closes the connection needs not).
+        let closing =
+            matches!(&reply, Reply::Now(r) if r.headers().contains_key(header::CONNECTION));
+        let reads_own_body = matches!(reply, Reply::Archive(..)) && parts.method == Method::POST;
+        let discard = !(body.is_end_stream() || closing || reads_own_body);
         match reply {
-            Reply::Now(resp) => {
-                self.conn.responded(&resp, parts.method == Method::HEAD);
+            Reply::Now(resp) if !discard => {
+                conn.responded(&resp, is_head);
                 // The request's header map becomes a later response's: with hyper recycling each
                 // sent response's map for the next request, header maps are never allocated in
                 // steady state.
-                self.conn
-                    .worker
+                conn.worker
                     .recycle_header_map(std::mem::take(&mut parts.headers));
                 ServiceFuture::Ready(ready(Ok(resp)))
             }
-            Reply::Listing(dir, admission) => {
-                let conn = self.conn.clone();
-                let is_head = parts.method == Method::HEAD;
-                ServiceFuture::Later(Box::pin(async move {
-                    let resp = listing(conn.clone(), parts, dir, admission).await;
-                    conn.responded(&resp, is_head);
-                    Ok(resp)
-                }))
-            }
-            Reply::Archive(dir, admission) => {
-                let conn = self.conn.clone();
-                let is_head = parts.method == Method::HEAD;
-                ServiceFuture::Later(Box::pin(async move {
-                    let resp = archive(conn.clone(), parts, body, dir, admission).await;
-                    conn.responded(&resp, is_head);
-                    Ok(resp)
-                }))
-            }
+            Reply::Now(resp) => ServiceFuture::Later(Box::pin(async move {
+                let resp = match discard_body(&conn, body).await {
+                    Ok(()) => resp,
+                    Err(refusal) => refusal,
+                };
+                conn.responded(&resp, is_head);
+                Ok(resp)
+            })),
+            Reply::Listing(dir, admission) => ServiceFuture::Later(Box::pin(async move {
+                let resp = match discard_body(&conn, body).await {
+                    Ok(()) => listing(conn.clone(), parts, dir, admission).await,
+                    Err(refusal) => refusal,
+                };
+                conn.responded(&resp, is_head);
+                Ok(resp)
+            })),
+            Reply::Archive(dir, admission) => ServiceFuture::Later(Box::pin(async move {
+                let resp = if discard {
+                    match discard_body(&conn, body).await {
+                        Ok(()) => archive(conn.clone(), parts, None, dir, admission).await,
+                        Err(refusal) => refusal,
+                    }
+                } else {
+                    archive(conn.clone(), parts, Some(body), dir, admission).await
+                };
+                conn.responded(&resp, is_head);
+                Ok(resp)
+            })),
         }
     }
+}
+
+/// The rules a request body is read under, with `limit` bytes at most.
+fn body_rules(conn: &Rc<ConnShared>, limit: usize) -> BodyRules<'_> {
+    let limits = &conn.worker.config().limits;
+    BodyRules {
+        limit,
+        timeout: limits.body_timeout,
+        min_rate: limits.min_body_rate,
+        budget: &conn.worker.bodies,
+        draining: &conn.worker.draining,
+    }
+}
+
+/// Read `body` under the request-body rules; `limit` bytes at most.
+async fn read_body(
+    conn: &Rc<ConnShared>,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, Response<Body>> {
+    let rules = body_rules(conn, limit);
+    request_body::read(conn, body, &rules)
+        .await
+        .map_err(|why| body_refusal(conn, why))
+}
+
+/// Read and drop the body of a request that has no use for one.
+async fn discard_body(conn: &Rc<ConnShared>, body: Incoming) -> Result<(), Response<Body>> {
+    read_body(conn, body, request_body::DISCARD_LIMIT)
+        .await
+        .map(drop)
+}
+
+/// The answer to a body that could not be read; the connection closes after it, since what
+/// follows on it cannot be trusted to be the next request.
+fn body_refusal(conn: &Rc<ConnShared>, why: BodyError) -> Response<Body> {
+    WorkerStats::add(&conn.worker.stats().body_refusals[why as usize], 1);
+    tracing::debug!(client = %conn.peer, reason = why.label(), "request body refused");
+    let (status, text) = why.answer();
+    let mut resp = error(conn, status, text);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// The service's future: ready at once for files; an archive (its manifest) or a listing (its
@@ -753,11 +819,10 @@ fn not_found(conn: &Rc<ConnShared>) -> Response<Body> {
 async fn archive(
     conn: Rc<ConnShared>,
     parts: http::request::Parts,
-    body: Incoming,
+    body: Option<Incoming>,
     dir: String,
     admission: Admission,
 ) -> Response<Body> {
-    use http_body_util::BodyExt;
     let worker = conn.worker.clone();
     // Held across awaits: this request keeps the settings it started with through a reload.
     let settings = worker.settings();
@@ -768,23 +833,13 @@ async fn archive(
             Ok(None) => return error(&conn, StatusCode::BAD_REQUEST, "not an archive request\n"),
             Err(msg) => return text_error(&conn, StatusCode::BAD_REQUEST, msg),
         };
-    if parts.method == Method::POST {
-        match http_body_util::Limited::new(body, zc.max_request_body)
-            .collect()
-            .await
-        {
-            Ok(collected) => {
-                if let Err(msg) = request.merge_json(&collected.to_bytes()) {
-                    return text_error(&conn, StatusCode::BAD_REQUEST, msg);
-                }
-            }
-            Err(_) => {
-                return error(
-                    &conn,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "selection too large\n",
-                )
-            }
+    if let (true, Some(body)) = (parts.method == Method::POST, body) {
+        let selection = match read_body(&conn, body, zc.max_request_body).await {
+            Ok(bytes) => bytes,
+            Err(refusal) => return refusal,
+        };
+        if let Err(msg) = request.merge_json(&selection) {
+            return text_error(&conn, StatusCode::BAD_REQUEST, msg);
         }
     }
     WorkerStats::add(&worker.stats().archives_total, 1);

@@ -16,6 +16,8 @@ mod faults;
 mod files;
 /// Several nodes with copies of one tree: identical answers, resume across nodes behind nginx.
 mod fleet;
+/// Conformance and hostile input, round two: framing, bodies, Host, what a probe found.
+mod hostile;
 /// Request and connection limits: 414, 431, slowloris, idle keep-alive, clients that leave.
 mod limits;
 /// systemd (socket activation, sd_notify, watchdog), drain, reload, metrics, access log.

@@ -1,6 +1,6 @@
 use std::io::Write;
 
-use crate::support::{read_response, Server, Tree};
+use crate::support::{converse, read_response, Server, Tree};
 
 fn hello() -> (Tree, Server) {
     let t = Tree::new();
@@ -200,32 +200,6 @@ fn a_bad_connection_does_not_disturb_others() {
         read_response(&mut good, false).unwrap().body,
         b"hello world\n"
     );
-}
-
-/// Everything the server sends on one connection for `raw`, until it closes (or 3 s pass).
-fn converse(s: &Server, raw: &[u8]) -> (Vec<u16>, bool) {
-    use std::io::{Read, Write};
-    let mut c = s.connect();
-    c.write_all(raw).unwrap();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(3)))
-        .unwrap();
-    let mut data = Vec::new();
-    let mut buf = [0u8; 65536];
-    let closed = loop {
-        match c.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
-        }
-    };
-    let text = String::from_utf8_lossy(&data);
-    // Bodies here never contain "HTTP/1.1 ", and a status line may follow a body directly.
-    let statuses = text
-        .match_indices("HTTP/1.1 ")
-        .map(|(i, _)| text[i + 9..i + 12].parse().unwrap())
-        .collect();
-    (statuses, closed)
 }
 
 #[test]

@@ -409,3 +409,35 @@ pub fn sign_cli(key_file: &Path, kid: &str, extra: &[&str], target: &str) -> Str
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Everything the server sends on one connection for `raw`, until it closes (or 3 s pass).
+pub fn converse(s: &Server, raw: &[u8]) -> (Vec<u16>, bool) {
+    use std::io::Write;
+    let mut c = s.connect();
+    c.write_all(raw).unwrap();
+    statuses_until_close(&mut c)
+}
+
+/// The statuses of every response `c` reads until the peer closes it (or 3 s pass), and
+/// whether it closed.
+pub fn statuses_until_close(c: &mut TcpStream) -> (Vec<u16>, bool) {
+    c.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    let closed = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&data);
+    // Bodies here never contain "HTTP/1.1 ", and a status line may follow a body directly.
+    let statuses = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| text[i + 9..i + 12].parse().unwrap())
+        .collect();
+    (statuses, closed)
+}

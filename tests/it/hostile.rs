@@ -1,0 +1,220 @@
+//! Conformance and hostile input, round two: request-body framing and deadlines, pipelining
+//! across read boundaries, HTTP versions, Host syntax, and what an outside probe found. Each test
+//! speaks raw bytes over TcpStream where wire bytes matter.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::support::{closed_within, converse, read_response, Server, Tree};
+
+fn small_tree() -> Tree {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    t.file("d/x.txt", b"x");
+    t
+}
+
+#[test]
+fn invalid_chunked_framing_on_a_get_is_a_400_and_a_close() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "");
+    for size in ["fffffffffffffffff1", "zz", "-1", "0x13"] {
+        let raw = format!(
+            "GET /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+        );
+        let (statuses, closed) = converse(&s, raw.as_bytes());
+        assert_eq!(statuses, [400], "chunk size {size:?}: never a success");
+        assert!(closed, "chunk size {size:?}: the connection closes");
+    }
+}
+
+#[test]
+fn a_valid_body_on_a_get_is_read_and_the_next_request_answered() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "");
+    let raw =
+        "GET /a.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+               GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nxy\
+               HEAD /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let (statuses, _) = converse(&s, raw.as_bytes());
+    assert_eq!(statuses, [200, 200, 200]);
+    // A body too large to be worth reading on a GET: 413 before a byte is read.
+    let raw = "GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n";
+    let (statuses, closed) = converse(&s, raw.as_bytes());
+    assert_eq!((statuses, closed), (vec![413], true));
+}
+
+#[test]
+fn malformed_chunked_selections_are_400_not_413() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "");
+    let long_ext = format!("3;{}\r\nabc\r\n0\r\n\r\n", "e".repeat(100_000));
+    for body in [
+        "zz\r\n",
+        "-1\r\n",
+        "0x13\r\n",
+        "3\r\nabcXY0\r\n\r\n",
+        &long_ext,
+    ] {
+        let raw = format!(
+            "POST /d/?download=zip HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let (statuses, closed) = converse(&s, raw.as_bytes());
+        assert_eq!(statuses, [400], "body {:?}", &body[..body.len().min(20)]);
+        assert!(closed);
+    }
+}
+
+fn post_head(len: usize, extra: &str) -> String {
+    format!("POST /d/?download=zip HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n{extra}\r\n")
+}
+
+#[test]
+fn a_silent_or_dripping_body_gets_408_and_a_close() {
+    let t = small_tree();
+    let s = Server::start(
+        &t.root(),
+        "[limits]\nbody_timeout = \"1s\"\nmin_body_rate = 1024\n",
+    );
+    let mut silent = s.connect();
+    silent.write_all(post_head(100, "").as_bytes()).unwrap();
+    let started = Instant::now();
+    let resp = read_response(&mut silent, false).expect("an answer");
+    assert_eq!(resp.status, 408);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(closed_within(&mut silent, 2));
+    // One byte every 300 ms keeps the gap short but not the average rate.
+    let mut drip = s.connect();
+    drip.write_all(post_head(100_000, "").as_bytes()).unwrap();
+    drip.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    while started.elapsed() < Duration::from_secs(10) && !got.ends_with(b"\r\n\r\n") {
+        let _ = drip.write_all(b" ");
+        let mut buf = [0u8; 512];
+        if let Ok(n) = drip.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_declared_length_over_the_limit_is_refused_before_100_continue() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "[zip]\nmax_request_body = \"64KiB\"\n");
+    let mut c = s.connect();
+    c.write_all(post_head(100_000, "Expect: 100-continue\r\n").as_bytes())
+        .unwrap();
+    let resp = read_response(&mut c, false).expect("an answer");
+    assert_eq!(resp.status, 413, "no 100 Continue first");
+    assert_eq!(resp.header("connection"), Some("close"));
+}
+
+#[test]
+fn bodies_share_one_memory_budget() {
+    let t = small_tree();
+    let s = Server::start(
+        &t.root(),
+        "[limits]\nbody_memory = \"64KiB\"\nbody_timeout = \"5s\"\n[zip]\nmax_request_body = \"1MiB\"\n",
+    );
+    let mut first = s.connect();
+    first.write_all(post_head(200_000, "").as_bytes()).unwrap();
+    first.write_all(&[b' '; 50_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = s.connect();
+    second.write_all(post_head(200_000, "").as_bytes()).unwrap();
+    second.write_all(&[b' '; 50_000]).unwrap();
+    let resp = read_response(&mut second, false).expect("an answer");
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+}
+
+#[test]
+fn an_unread_body_does_not_hold_the_drain() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "[limits]\nbody_timeout = \"60s\"\n");
+    let mut c = s.connect();
+    c.write_all(post_head(100, "").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    drop(s);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drain took {:?}",
+        started.elapsed()
+    );
+    let resp = read_response(&mut c, false).expect("an answer");
+    assert_eq!(resp.status, 503);
+}
+
+/// A batch of pipelined requests written in two parts, split at `at`.
+fn split_conversation(s: &Server, batch: &[u8], at: usize) -> (Vec<u16>, bool) {
+    let mut c = s.connect();
+    c.set_nodelay(true).unwrap();
+    c.write_all(&batch[..at]).unwrap();
+    std::thread::sleep(Duration::from_millis(15));
+    c.write_all(&batch[at..]).unwrap();
+    crate::support::statuses_until_close(&mut c)
+}
+
+#[test]
+fn pipelined_requests_get_the_same_answers_at_every_read_split() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "");
+    let good = b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nHEAD /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    for at in 1..good.len() {
+        assert_eq!(
+            split_conversation(&s, good, at),
+            (vec![200, 200, 200], true),
+            "split at {at}"
+        );
+    }
+    // The second request of a batch is checked like the first: bare LF and a second
+    // Content-Length make it a 400 and close the connection; the third is never read.
+    let bad = b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /a.txt HTTP/1.1\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    for at in (1..bad.len()).step_by(3) {
+        assert_eq!(
+            split_conversation(&s, bad, at),
+            (vec![200, 400], true),
+            "split at {at}"
+        );
+    }
+    let (statuses, closed) = converse(&s, bad);
+    assert_eq!((statuses, closed), (vec![200, 400], true));
+    // 1000 identical pipelined GETs in one write: every one answered.
+    let mut many = Vec::new();
+    for _ in 0..999 {
+        many.extend_from_slice(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    many.extend_from_slice(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let mut c = s.connect();
+    c.write_all(&many).unwrap();
+    let (statuses, _) = crate::support::statuses_until_close(&mut c);
+    assert_eq!(statuses.len(), 1000);
+    assert!(statuses.iter().all(|st| *st == 200));
+}
+
+#[test]
+fn a_higher_minor_version_is_answered_as_http_1_1() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "");
+    let resp = s.raw("GET /a.txt HTTP/1.2\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"alpha");
+    let mut c = s.connect();
+    c.write_all(b"GET /a.txt HTTP/1.9\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+}
