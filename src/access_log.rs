@@ -9,7 +9,9 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -24,25 +26,47 @@ pub enum Format {
     Combined,
 }
 
-/// Where lines go.
+/// Where lines go. Workers hand whole batches to a writer thread through a bounded queue and
+/// never wait on the log: a stalled pipe or disk (journald stuck, a full pipe) fills the queue,
+/// and the batches that do not fit are dropped and counted, so serving goes on.
 pub struct AccessLog {
     format: Format,
     /// `None` = stdout.
     path: Option<PathBuf>,
-    file: Mutex<Option<File>>,
+    file: Arc<Mutex<Option<File>>>,
+    queue: SyncSender<Vec<u8>>,
+    /// Batches queued or being written.
+    pending: Arc<AtomicUsize>,
 }
 
+/// Batches the queue holds (each up to a worker's batch size, 32 KiB).
+const QUEUE_BATCHES: usize = 64;
+
 impl AccessLog {
-    /// Open the log (creating the file if needed).
+    /// Open the log (creating the file if needed) and start its writer thread.
     pub fn open(format: Format, path: Option<PathBuf>) -> io::Result<AccessLog> {
         let file = match &path {
             Some(p) => Some(open_append(p)?),
             None => None,
         };
+        let file = Arc::new(Mutex::new(file));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (queue, batches) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BATCHES);
+        let (out, done) = (file.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("sendfiled-log".into())
+            .spawn(move || {
+                for batch in batches {
+                    write_out(&out, &batch);
+                    done.fetch_sub(1, Ordering::Release);
+                }
+            })?;
         Ok(AccessLog {
             format,
             path,
-            file: Mutex::new(file),
+            file,
+            queue,
+            pending,
         })
     }
 
@@ -61,19 +85,40 @@ impl AccessLog {
         Ok(())
     }
 
-    /// Write a batch of whole lines.
-    pub fn write_batch(&self, lines: &[u8]) {
+    /// Queue a batch of whole lines for the writer. Never blocks: when the queue is full the
+    /// batch is dropped, and the number of lines in it is returned.
+    pub fn write_batch(&self, lines: Vec<u8>) -> Result<(), u64> {
         if lines.is_empty() {
-            return;
+            return Ok(());
         }
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let result = match file.as_mut() {
-            Some(f) => f.write_all(lines),
-            None => io::stdout().lock().write_all(lines),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot write the access log");
+        self.pending.fetch_add(1, Ordering::Acquire);
+        match self.queue.try_send(lines) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(lines) | TrySendError::Disconnected(lines)) => {
+                self.pending.fetch_sub(1, Ordering::Release);
+                Err(lines.iter().filter(|b| **b == b'\n').count() as u64)
+            }
         }
+    }
+
+    /// Wait (at most `limit`) until every queued batch is written: for a clean stop.
+    pub fn wait_written(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.pending.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// The writer thread's one job: put a batch where the log goes (blocking is fine here).
+fn write_out(file: &Mutex<Option<File>>, lines: &[u8]) {
+    let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+    let result = match file.as_mut() {
+        Some(f) => f.write_all(lines),
+        None => io::stdout().lock().write_all(lines),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot write the access log");
     }
 }
 

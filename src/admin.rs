@@ -1,12 +1,13 @@
 //! The admin listener, on its own address (default 127.0.0.1:9090, never the public port):
-//! `/metrics` (Prometheus text), `/healthz` (the process answers) and `/readyz` (503 while
+//! `/metrics` (Prometheus text), `/healthz` (every worker's heartbeat is moving) and `/readyz` (503 while
 //! draining, so a load balancer stops sending before the listeners close). One thread with its
 //! own small runtime, so a saturated worker never delays a health check.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -25,6 +26,31 @@ pub struct AdminState {
     pub archives: Arc<std::sync::atomic::AtomicUsize>,
     pub draining: Arc<AtomicBool>,
     pub workers: usize,
+    /// Each worker's last heartbeat count and when it last moved.
+    pub seen: Arc<Mutex<Vec<(u64, Instant)>>>,
+}
+
+/// A worker whose heartbeat has not moved for this long is stalled, and /healthz says so.
+const STALL: Duration = Duration::from_secs(2);
+
+impl AdminState {
+    /// The workers whose heartbeat has not moved for [`STALL`].
+    fn stalled_workers(&self) -> Vec<usize> {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.resize(self.workers, (0, now));
+        let mut stalled = Vec::new();
+        for (i, (count, moved)) in seen.iter_mut().enumerate() {
+            let beats = self.stats.worker(i).heartbeats.load(Ordering::Relaxed);
+            if beats != *count {
+                *count = beats;
+                *moved = now;
+            } else if now.duration_since(*moved) >= STALL {
+                stalled.push(i);
+            }
+        }
+        stalled
+    }
 }
 
 /// Bind `addr` and serve the admin endpoints on a thread until `stop` turns true. Returns the
@@ -110,7 +136,14 @@ fn answer(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> 
                 "text/plain; version=0.0.4; charset=utf-8",
             )
         }
-        "/healthz" => text(StatusCode::OK, "ok\n".into(), PLAIN),
+        "/healthz" => match state.stalled_workers().as_slice() {
+            [] => text(StatusCode::OK, "ok\n".into(), PLAIN),
+            stalled => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("workers not making progress: {stalled:?}\n"),
+                PLAIN,
+            ),
+        },
         "/readyz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into(), PLAIN),
         "/readyz" => text(StatusCode::OK, "ready\n".into(), PLAIN),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into(), PLAIN),

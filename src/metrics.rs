@@ -197,6 +197,13 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
     }
     scalar(
         &mut out,
+        "sendfiled_access_log_dropped_lines_total",
+        "counter",
+        "Access-log lines dropped because the log's pipe or file could not keep up.",
+        s.log_lines_dropped,
+    );
+    scalar(
+        &mut out,
         "sendfiled_paced_responses_total",
         "counter",
         "Responses paced by a bandwidth limit.",

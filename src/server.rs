@@ -62,10 +62,14 @@ pub struct Worker {
     spare_header_maps: RefCell<Vec<HeaderMap>>,
     /// Access-log lines waiting to be written (flushed by size and by the heartbeat).
     log_buf: RefCell<Vec<u8>>,
+    last_drop_warning: Cell<Option<Instant>>,
 }
 
 /// Access-log bytes a worker buffers before writing them out.
 const LOG_BATCH: usize = 32 * 1024;
+
+/// Shortest time between two warnings about dropped access-log lines.
+const LOG_DROP_WARNING: Duration = Duration::from_secs(10);
 
 /// What every worker shares, handed to each at start.
 #[derive(Clone)]
@@ -127,21 +131,41 @@ impl Worker {
         let mut buf = self.log_buf.borrow_mut();
         x.write_line(&mut buf, log.format(), client, bytes, seconds, aborted);
         if buf.len() >= LOG_BATCH {
-            log.write_batch(&buf);
-            buf.clear();
+            let batch = std::mem::replace(&mut *buf, Vec::with_capacity(LOG_BATCH + 1024));
+            self.hand_to_log(log, batch);
         }
     }
 
     /// Write out buffered access-log lines.
     pub fn flush_log(&self) {
-        let mut buf = self.log_buf.borrow_mut();
-        if buf.is_empty() {
+        let batch = std::mem::take(&mut *self.log_buf.borrow_mut());
+        if batch.is_empty() {
             return;
         }
         if let Some(log) = &self.settings.borrow().access_log {
-            log.write_batch(&buf);
+            self.hand_to_log(log, batch);
         }
-        buf.clear();
+    }
+
+    /// Queue a batch for the log writer; a full queue drops it, counted, with a warning at most
+    /// every [`LOG_DROP_WARNING`].
+    fn hand_to_log(&self, log: &crate::access_log::AccessLog, batch: Vec<u8>) {
+        let Err(lines) = log.write_batch(batch) else {
+            return;
+        };
+        WorkerStats::add(&self.stats().log_lines_dropped, lines);
+        let now = Instant::now();
+        let due = self
+            .last_drop_warning
+            .get()
+            .is_none_or(|then| now.duration_since(then) >= LOG_DROP_WARNING);
+        if due {
+            self.last_drop_warning.set(Some(now));
+            tracing::warn!(
+                worker = self.id,
+                "the access log cannot keep up; lines are being dropped (see sendfiled_access_log_dropped_lines_total)"
+            );
+        }
     }
 
     /// The settings in force, to keep across an await.
@@ -325,6 +349,9 @@ impl RunningServer {
         for t in self.threads {
             let _ = t.join();
         }
+        if let Some(log) = &self.shared.live.current().access_log {
+            log.wait_written(Duration::from_secs(2));
+        }
         // The admin endpoints stay up through the drain (/readyz says 503 meanwhile).
         let _ = self.admin_stop.send(true);
         if let Some((_, t)) = self.admin {
@@ -480,6 +507,7 @@ pub fn start_with(
                 archives: shared.archives.clone(),
                 draining: shared.draining.clone(),
                 workers,
+                seen: Default::default(),
             };
             match crate::admin::start(addr, state, admin_rx) {
                 Ok((bound, thread)) => {
@@ -541,6 +569,7 @@ impl Worker {
             open_connections: Cell::new(0),
             spare_header_maps: RefCell::new(Vec::with_capacity(SPARE_HEADER_MAPS)),
             log_buf: RefCell::new(Vec::new()),
+            last_drop_warning: Cell::new(None),
             archives,
             connections,
             bodies,

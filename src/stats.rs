@@ -103,6 +103,8 @@ counters! {
     bytes_sent,
     /// Sum of request durations, microseconds.
     duration_us_sum,
+    /// Access-log lines dropped because the log writer could not keep up.
+    log_lines_dropped,
     }
     arrays {
     /// Finished exchanges by method (GET, HEAD, POST, OPTIONS, other) × status class (1xx..5xx):

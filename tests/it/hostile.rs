@@ -218,3 +218,50 @@ fn a_higher_minor_version_is_answered_as_http_1_1() {
     c.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
 }
+
+#[test]
+fn a_stalled_log_pipe_never_stops_serving() {
+    let t = small_tree();
+    let config = t.dir.path().join("log.toml");
+    std::fs::write(&config, "[access_log]\nformat = \"json\"\n").unwrap();
+    let admin = crate::support::free_port();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let server = crate::support::Spawned::serve_stalled_stdout(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--admin-listen",
+        &admin_addr,
+        "--workers",
+        "2",
+    ]);
+    // Far more lines than a 64 KiB pipe and the writer's queue hold.
+    let mut c = server.connect();
+    for i in 0..20_000 {
+        let req = format!(
+            "GET /a.txt?{} HTTP/1.1\r\nHost: t\r\nUser-Agent: {}\r\n\r\n",
+            i,
+            "x".repeat(200)
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        let resp = read_response(&mut c, false).unwrap_or_else(|| panic!("request {i} unanswered"));
+        assert_eq!(resp.status, 200);
+    }
+    let admin: std::net::SocketAddr = admin_addr.parse().unwrap();
+    let health = crate::support::request_at(admin, "GET", "/healthz", &[]);
+    assert_eq!(health.status, 200, "workers still make progress");
+    let metrics = crate::support::request_at(admin, "GET", "/metrics", &[]).text();
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sendfiled_access_log_dropped_lines_total "))
+        .expect("the drop counter is exported")
+        .parse()
+        .unwrap();
+    assert!(dropped > 0, "lines were dropped and counted");
+    assert!(server
+        .log
+        .lock()
+        .unwrap()
+        .contains("lines are being dropped"));
+}

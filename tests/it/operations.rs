@@ -4,15 +4,9 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{binary, read_response, request_at, sign_cli, Server, Spawned, Tree};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{
+    binary, free_port, read_response, request_at, sign_cli, Server, Spawned, Tree,
+};
 
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")

@@ -294,7 +294,21 @@ impl Spawned {
         Spawned::serve_with(&[], env, args)
     }
 
+    /// Like [`Spawned::serve`], with stdout a pipe that nobody reads (a stalled journald).
+    pub fn serve_stalled_stdout(args: &[&str]) -> Spawned {
+        Spawned::serve_full(&[], &[], args, std::process::Stdio::piped())
+    }
+
     fn serve_with(prefix: &[&str], env: &[(&str, String)], args: &[&str]) -> Spawned {
+        Spawned::serve_full(prefix, env, args, std::process::Stdio::null())
+    }
+
+    fn serve_full(
+        prefix: &[&str],
+        env: &[(&str, String)],
+        args: &[&str],
+        stdout: std::process::Stdio,
+    ) -> Spawned {
         use std::io::BufRead;
         let mut command = match prefix.split_first() {
             Some((program, rest)) => {
@@ -318,7 +332,7 @@ impl Spawned {
             .args(admin_default)
             .args(["--listen", "127.0.0.1:0"])
             .stderr(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
+            .stdout(stdout)
             .spawn()
             .expect("binary starts");
         let stderr = child.stderr.take().unwrap();
@@ -440,4 +454,13 @@ pub fn statuses_until_close(c: &mut TcpStream) -> (Vec<u16>, bool) {
         .map(|(i, _)| text[i + 9..i + 12].parse().unwrap())
         .collect();
     (statuses, closed)
+}
+
+/// A port that was free a moment ago, for a listener the test names itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
