@@ -206,6 +206,7 @@ pub struct RawZip {
     pub max_concurrent: Option<usize>,
     pub crc_ahead_max: Option<SizeText>,
     pub max_request_body: Option<SizeText>,
+    pub max_depth: Option<usize>,
 }
 
 /// `compress` as written in the file.
@@ -335,6 +336,8 @@ pub struct ZipSettings {
     pub max_concurrent: usize,
     pub crc_ahead_max: u64,
     pub max_request_body: usize,
+    /// Deepest folder nesting an archive may walk (deeper: 403 before the first byte).
+    pub max_depth: usize,
 }
 
 /// One Cache-Control rule.
@@ -435,6 +438,7 @@ pub mod defaults {
     pub const ZIP_MAX_CONCURRENT: usize = 32;
     pub const ZIP_CRC_AHEAD_MAX: u64 = 1 << 30;
     pub const ZIP_MAX_REQUEST_BODY: u64 = 1 << 20;
+    pub const ZIP_MAX_DEPTH: usize = 128;
 }
 
 impl Config {
@@ -668,7 +672,14 @@ impl Config {
             crc_ahead_max: size(&z.crc_ahead_max, defaults::ZIP_CRC_AHEAD_MAX)
                 .map_err(|m| err("zip.crc_ahead_max", m))?,
             max_request_body: usize::try_from(max_request_body).unwrap_or(usize::MAX),
+            max_depth: z.max_depth.unwrap_or(defaults::ZIP_MAX_DEPTH),
         };
+        if !(1..=1024).contains(&zip.max_depth) {
+            return Err(err(
+                "zip.max_depth",
+                format!("{} is outside 1..1024", zip.max_depth),
+            ));
+        }
 
         let mut cache_control = Vec::new();
         for (i, rule) in raw.cache_control.iter().enumerate() {
@@ -855,6 +866,7 @@ impl Config {
                 max_concurrent: Some(self.zip.max_concurrent),
                 crc_ahead_max: Some(SizeText::Bytes(self.zip.crc_ahead_max)),
                 max_request_body: Some(SizeText::Bytes(self.zip.max_request_body as u64)),
+                max_depth: Some(self.zip.max_depth),
             }),
             cache_control: self
                 .cache_control

@@ -843,7 +843,8 @@ async fn archive(
         }
     }
     WorkerStats::add(&worker.stats().archives_total, 1);
-    let Some(permit) = ArchivePermit::try_acquire(&worker.archives, zc.max_concurrent) else {
+    let Some(permit) = ArchivePermit::try_acquire(&worker.archives, zc.max_concurrent).map(Some)
+    else {
         let mut resp = error(
             &conn,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -875,6 +876,7 @@ async fn archive(
         max_entries: zc.max_entries,
         max_bytes: zc.max_bytes,
         crc_ahead_max: zc.crc_ahead_max,
+        max_depth: zc.max_depth,
     };
     let (compress, level) = (request.compress, request.level);
     let paths = std::mem::take(&mut request.paths);
@@ -886,13 +888,18 @@ async fn archive(
     } else {
         settings.protect.protected_below(&format!("/{dir}"))
     };
+    // The walk stops when the client leaves (this future is dropped), and the archive slot is
+    // held by the walk itself until it has really ended.
+    let cancel = CancelOnDrop(Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let shown_dir = format!("/{dir}");
+    let cancelled = cancel.0.clone();
     let built = tokio::task::spawn_blocking(move || {
         let selection = if paths.is_empty() {
             Selection::Everything
         } else {
             Selection::Paths(&paths)
         };
-        manifest::build(&BuildInput {
+        let built = manifest::build(&BuildInput {
             root: &build_root,
             dir_rel: &dir,
             top: &top,
@@ -903,9 +910,23 @@ async fn archive(
             level,
             limits,
             exclude: &exclude,
-        })
+            cancel: &cancelled,
+        });
+        (built, permit)
     })
     .await;
+    drop(cancel);
+    let (built, permit) = match built {
+        Ok((built, permit)) => (Ok(built), permit),
+        Err(e) => (Err(e), None),
+    };
+    let Some(permit) = permit else {
+        return error(
+            &conn,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal server error\n",
+        );
+    };
     let m = match built {
         Ok(Ok(m)) => Arc::new(m),
         Ok(Err(ManifestError::BadPath(msg))) => {
@@ -916,6 +937,9 @@ async fn archive(
         }
         Ok(Err(ManifestError::TooLarge(msg))) => {
             return text_error(&conn, StatusCode::FORBIDDEN, msg + "\n")
+        }
+        Ok(Err(ManifestError::Cancelled)) => {
+            return error(&conn, StatusCode::BAD_REQUEST, "client went away\n")
         }
         Ok(Err(ManifestError::Io(e))) => {
             tracing::error!(error = %e, "cannot list a directory for an archive");
@@ -934,6 +958,14 @@ async fn archive(
         }
     };
 
+    if m.skipped > 0 {
+        WorkerStats::add(&worker.stats().archive_entries_skipped, m.skipped as u64);
+        tracing::info!(
+            dir = %shown_dir,
+            skipped = m.skipped,
+            "files left out of an archive (unreadable, or a name with a backslash or control character)"
+        );
+    }
     let is_head = parts.method == Method::HEAD;
     let mut status = StatusCode::OK;
     let mut span = (0, m.total_len);
@@ -1017,6 +1049,15 @@ async fn archive(
         h.insert(header::ACCEPT_RANGES, NO_RANGES);
     }
     resp
+}
+
+/// Sets its flag when dropped: tells a walk on the blocking pool that nobody waits for it.
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn archive_validators(h: &mut HeaderMap, m: &Manifest) {

@@ -103,6 +103,8 @@ counters! {
     bytes_sent,
     /// Sum of request durations, microseconds.
     duration_us_sum,
+    /// Files left out of archives (unreadable, or a name no archive may hold).
+    archive_entries_skipped,
     /// Access-log lines dropped because the log writer could not keep up.
     log_lines_dropped,
     }

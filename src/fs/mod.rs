@@ -71,6 +71,8 @@ impl From<io::Error> for OpenError {
                 OpenError::NotFound
             }
             Some(libc::EACCES | libc::EPERM) => OpenError::Forbidden,
+            // Opening a UNIX socket: not a file, like a FIFO or a device.
+            Some(libc::ENXIO) => OpenError::NotRegular,
             _ => OpenError::Io(e),
         }
     }

@@ -23,6 +23,7 @@ pub use open::{open_beneath, SymlinkRule};
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
 
 /// Ask the kernel to start reading `[offset, offset + len)` of `file` into the page cache. It
 /// submits the reads and may return before they complete (see `io::warm_range`, which waits).
@@ -95,4 +96,19 @@ pub fn evict_page_cache(file: &impl AsFd) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(())
+}
+
+/// Whether this process may read the file `name` in the directory `dir` (faccessat with
+/// AT_EACCESS: the effective ids, capabilities and ACLs, as an open would judge them).
+pub fn readable_at(dir: &impl AsFd, name: &[u8]) -> bool {
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{faccessat, AccessFlags};
+    let name = std::ffi::OsStr::from_bytes(name);
+    faccessat(
+        Some(dir.as_fd().as_raw_fd()),
+        name,
+        AccessFlags::R_OK,
+        AtFlags::AT_EACCESS,
+    )
+    .is_ok()
 }

@@ -52,6 +52,8 @@ pub struct Limits {
     /// larger ones use StoredBlocks with the CRC in a descriptor, so no stream waits for a
     /// large file to be read first.
     pub crc_ahead_max: u64,
+    /// Deepest folder nesting below the archived directory; a deeper tree is refused.
+    pub max_depth: usize,
 }
 
 /// Why no manifest could be built; each becomes a 4xx naming the culprit.
@@ -61,8 +63,10 @@ pub enum ManifestError {
     BadPath(String),
     /// A selected path does not exist or may not be served (404).
     NotFound(String),
-    /// Over `max_entries` or `max_bytes` (403).
+    /// Over `max_entries`, `max_bytes`, `max_depth` or the walk budget (403).
     TooLarge(String),
+    /// The client went away: the build stopped.
+    Cancelled,
     /// Reading a directory failed (500).
     Io(std::io::Error),
 }
@@ -84,6 +88,9 @@ pub struct Manifest {
     pub last_modified: i64,
     /// Strong ETag, quotes included.
     pub etag: String,
+    /// Files left out because no archive may hold them: names with a backslash or a control
+    /// character (APPNOTE 4.4.17 allows only `/` as a separator), unreadable files and folders.
+    pub skipped: usize,
 }
 
 /// File extensions whose contents are already compressed: stored even in `auto` mode.
@@ -128,6 +135,8 @@ pub struct BuildInput<'a> {
     /// Paths relative to the root (no slashes at either end) whose subtrees stay out of the
     /// archive (protected folders in an unsigned archive).
     pub exclude: &'a [String],
+    /// Set when the client has gone: the walk stops at its next directory.
+    pub cancel: &'a std::sync::atomic::AtomicBool,
 }
 
 impl BuildInput<'_> {
@@ -145,7 +154,22 @@ struct Builder<'a> {
     entries: Vec<Entry>,
     names: HashSet<Vec<u8>>,
     total: u64,
+    /// Directory entries looked at so far, against the walk budget.
+    visited: usize,
+    skipped: usize,
 }
+
+/// A folder waiting to be walked: its path relative to the root, its name prefix in the
+/// archive, and its depth below the archived directory.
+struct PendingDir {
+    disk: String,
+    prefix: String,
+    depth: usize,
+}
+
+/// Directory entries one archive may look at, per allowed entry: walking costs at most this
+/// multiple of the work of the largest archive allowed, however the selection is spelled.
+const WALK_BUDGET_PER_ENTRY: usize = 2;
 
 /// Walk the directory (or the selection) and lay the archive out.
 pub fn build(input: &BuildInput<'_>) -> Result<Manifest, ManifestError> {
@@ -155,6 +179,8 @@ pub fn build(input: &BuildInput<'_>) -> Result<Manifest, ManifestError> {
         entries: Vec::new(),
         names: HashSet::new(),
         total: 0,
+        visited: 0,
+        skipped: 0,
     };
     let (dir_file, dir_meta) =
         fs::open(input.root, input.dir_rel, input.symlinks).map_err(|e| match e {
@@ -170,10 +196,10 @@ pub fn build(input: &BuildInput<'_>) -> Result<Manifest, ManifestError> {
         &dir_meta,
     )?;
     match input.selection {
-        Selection::Everything => b.walk(input.dir_rel, &top)?,
+        Selection::Everything => b.walk(input.dir_rel, &top, 0)?,
         Selection::Paths(paths) => {
-            for p in paths {
-                b.select(p, &top)?;
+            for p in collapse_selection(paths)? {
+                b.select(&p, &top)?;
             }
         }
     }
@@ -232,30 +258,81 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Add everything under `disk_rel` (a directory), names prefixed with `prefix`.
-    fn walk(&mut self, disk_rel: &str, prefix: &str) -> Result<(), ManifestError> {
-        let (dir, _) = match fs::open(self.input.root, disk_rel, self.input.symlinks) {
-            Ok(x) => x,
+    /// Add everything under `disk_rel` (a directory at `depth` below the archived one), names
+    /// prefixed with `prefix`. Iterative, with an explicit stack: the tree's depth is the
+    /// client's to choose, the thread's stack is not.
+    fn walk(&mut self, disk_rel: &str, prefix: &str, depth: usize) -> Result<(), ManifestError> {
+        let mut pending = vec![PendingDir {
+            disk: disk_rel.to_string(),
+            prefix: prefix.to_string(),
+            depth,
+        }];
+        while let Some(dir) = pending.pop() {
+            if self.input.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ManifestError::Cancelled);
+            }
+            let Some(children) = self.read_children(&dir.disk)? else {
+                continue;
+            };
+            for (name, ftype, meta) in children {
+                if let Some(sub) = self.add_child(&dir, &name, ftype, meta)? {
+                    pending.push(sub);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The servable children of a folder, sorted by name; `None` when it vanished, is refused,
+    /// or cannot be read (counted as skipped).
+    #[allow(clippy::type_complexity)]
+    fn read_children(
+        &mut self,
+        disk_rel: &str,
+    ) -> Result<Option<Vec<(Vec<u8>, std::fs::FileType, Option<std::fs::Metadata>)>>, ManifestError>
+    {
+        let dir = match fs::open(self.input.root, disk_rel, self.input.symlinks) {
+            Ok((dir, _)) => dir,
             Err(OpenError::Io(e)) => return Err(ManifestError::Io(e)),
-            Err(_) => return Ok(()), // vanished or refused since it was listed: leave it out
+            Err(_) => return Ok(None), // vanished or refused since it was listed: leave it out
         };
         // Read the directory through its descriptor, so the listing is of the directory that
         // was opened beneath the root, whatever happens to the path meanwhile.
-        let listing = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-            .map_err(ManifestError::Io)?;
-        let mut children: Vec<(Vec<u8>, std::fs::FileType, Option<std::fs::Metadata>)> = Vec::new();
+        let listing = match std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                self.skipped += 1;
+                return Ok(None);
+            }
+            Err(e) => return Err(ManifestError::Io(e)),
+        };
+        let mut children = Vec::new();
         for item in listing {
             let item = item.map_err(ManifestError::Io)?;
+            self.visited += 1;
+            if self.visited > self.input.limits.max_entries * WALK_BUDGET_PER_ENTRY {
+                return Err(ManifestError::TooLarge(
+                    "the selection would take too long to list".into(),
+                ));
+            }
             let name = item.file_name().as_bytes().to_vec();
             if self.input.dotfiles == DotfileRule::Deny && name.first() == Some(&b'.') {
+                continue;
+            }
+            if !archivable_name(&name) {
+                self.skipped += 1;
                 continue;
             }
             let Ok(ftype) = item.file_type() else {
                 continue;
             };
             // A regular file's metadata comes from fstatat() relative to the opened directory:
-            // no open per file. Symlinks and directories go through openat2 below.
+            // no open per file. Symlinks and directories go through openat2 in `add_child`.
             let meta = if ftype.is_file() {
+                if !crate::sys::readable_at(&dir, &name) {
+                    self.skipped += 1;
+                    continue;
+                }
                 item.metadata().ok()
             } else {
                 None
@@ -263,41 +340,64 @@ impl Builder<'_> {
             children.push((name, ftype, meta));
         }
         children.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, ftype, meta) in children {
-            let disk = if disk_rel.is_empty() {
-                name.clone()
-            } else {
-                [disk_rel.as_bytes(), b"/", &name].concat()
+        Ok(Some(children))
+    }
+
+    /// Add one child of `dir`; a folder comes back to be walked.
+    fn add_child(
+        &mut self,
+        dir: &PendingDir,
+        name: &[u8],
+        ftype: std::fs::FileType,
+        meta: Option<std::fs::Metadata>,
+    ) -> Result<Option<PendingDir>, ManifestError> {
+        let disk = if dir.disk.is_empty() {
+            name.to_vec()
+        } else {
+            [dir.disk.as_bytes(), b"/", name].concat()
+        };
+        let Ok(disk_str) = String::from_utf8(disk) else {
+            return Ok(None); // the server cannot address non-UTF-8 paths either
+        };
+        if self.input.excluded(&disk_str) {
+            return Ok(None);
+        }
+        let shown = format!("{}{}", dir.prefix, String::from_utf8_lossy(name));
+        if ftype.is_dir() {
+            let meta = match fs::open(self.input.root, &disk_str, self.input.symlinks) {
+                Ok((_, meta)) => meta,
+                Err(OpenError::Forbidden) => {
+                    self.skipped += 1; // unreadable: left out, like its files
+                    return Ok(None);
+                }
+                Err(_) => return Ok(None),
             };
-            let Ok(disk_str) = String::from_utf8(disk.clone()) else {
-                continue; // the server cannot address non-UTF-8 paths either
-            };
-            if self.input.excluded(&disk_str) {
-                continue;
+            if dir.depth + 1 > self.input.limits.max_depth {
+                return Err(ManifestError::TooLarge(format!(
+                    "the folder nests deeper than {} levels",
+                    self.input.limits.max_depth
+                )));
             }
-            let shown = format!("{prefix}{}", String::from_utf8_lossy(&name));
-            if ftype.is_dir() {
-                let (_, meta) = match fs::open(self.input.root, &disk_str, self.input.symlinks) {
-                    Ok(x) => x,
-                    Err(_) => continue,
-                };
-                let dir_name = format!("{shown}/");
-                self.push(dir_name.as_bytes(), &disk, Kind::Dir, &meta)?;
-                self.walk(&disk_str, &dir_name)?;
-            } else if let Some(meta) = meta {
-                self.push(shown.as_bytes(), &disk, Kind::Stored, &meta)?;
-            } else if ftype.is_symlink() {
-                // Symlinks are resolved by the same openat2 rule as requests; a link to a
-                // directory is left out (no cycles).
-                match fs::open(self.input.root, &disk_str, self.input.symlinks) {
-                    Ok((_, meta)) if meta.is_file() => {
-                        self.push(shown.as_bytes(), &disk, Kind::Stored, &meta)?
-                    }
-                    _ => continue,
+            let dir_name = format!("{shown}/");
+            self.push(dir_name.as_bytes(), disk_str.as_bytes(), Kind::Dir, &meta)?;
+            return Ok(Some(PendingDir {
+                disk: disk_str,
+                prefix: dir_name,
+                depth: dir.depth + 1,
+            }));
+        }
+        if let Some(meta) = meta {
+            self.push(shown.as_bytes(), disk_str.as_bytes(), Kind::Stored, &meta)?;
+        } else if ftype.is_symlink() {
+            // Symlinks are resolved by the same openat2 rule as requests; a link to a
+            // directory is left out (no cycles).
+            if let Ok((_, meta)) = fs::open(self.input.root, &disk_str, self.input.symlinks) {
+                if meta.is_file() {
+                    self.push(shown.as_bytes(), disk_str.as_bytes(), Kind::Stored, &meta)?;
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Add one selected path (relative to the directory).
@@ -362,7 +462,14 @@ impl Builder<'_> {
         if meta.is_dir() {
             let name = format!("{top}{rel}/");
             self.push(name.as_bytes(), disk.as_bytes(), Kind::Dir, &meta)?;
-            self.walk(&disk, &name)
+            let depth = rel.split('/').count();
+            if depth > self.input.limits.max_depth {
+                return Err(ManifestError::TooLarge(format!(
+                    "the folder nests deeper than {} levels",
+                    self.input.limits.max_depth
+                )));
+            }
+            self.walk(&disk, &name, depth)
         } else {
             self.push(
                 format!("{top}{rel}").as_bytes(),
@@ -377,6 +484,7 @@ impl Builder<'_> {
         Manifest {
             arena: self.arena,
             entries: self.entries,
+            skipped: self.skipped,
             sized: true,
             level: 0,
             cd_offset: 0,
@@ -386,6 +494,53 @@ impl Builder<'_> {
             etag: String::new(),
         }
     }
+}
+
+/// The selected paths, normalised, without duplicates and without paths inside another selected
+/// folder (a folder's walk already holds them), in order: so that no spelling of a selection
+/// makes the walk do the same work twice.
+fn collapse_selection(paths: &[String]) -> Result<Vec<String>, ManifestError> {
+    let mut normalised = Vec::with_capacity(paths.len());
+    for path in paths {
+        let shown = format!("{path:?}");
+        if path.is_empty() || path.starts_with('/') {
+            return Err(ManifestError::BadPath(format!(
+                "path {shown} must be relative to the directory"
+            )));
+        }
+        let mut rel = String::new();
+        fs::path::normalize(&format!("/{path}"), &mut rel)
+            .map_err(|e| ManifestError::BadPath(format!("path {shown}: {e}")))?;
+        if rel.is_empty() {
+            return Err(ManifestError::BadPath(format!(
+                "path {shown} names the directory itself"
+            )));
+        }
+        normalised.push(rel);
+    }
+    normalised.sort();
+    normalised.dedup();
+    let mut kept: Vec<String> = Vec::with_capacity(normalised.len());
+    let mut folders: HashSet<&str> = HashSet::new();
+    for rel in &normalised {
+        let inside = rel
+            .match_indices('/')
+            .any(|(i, _)| folders.contains(&rel[..i]));
+        if !inside {
+            folders.insert(rel);
+            kept.push(rel.clone());
+        }
+    }
+    Ok(kept)
+}
+
+/// Whether a file name can stand in an archive: no backslash (a separator to some extractors)
+/// and no control character (LF, TAB, …), the same rule as for request paths.
+fn archivable_name(name: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(name) else {
+        return true; // left out later: the server cannot address it
+    };
+    !text.chars().any(|c| c == '\\' || c.is_control())
 }
 
 impl Manifest {

@@ -265,3 +265,152 @@ fn a_stalled_log_pipe_never_stops_serving() {
         .unwrap()
         .contains("lines are being dropped"));
 }
+
+/// The entry names of a ZIP archive, as Python's zipfile reads them (it also checks every CRC).
+fn archive_names(zip: &[u8]) -> Vec<String> {
+    let script = "import zipfile,sys,io\nz=zipfile.ZipFile(io.BytesIO(sys.stdin.buffer.read()))\nassert z.testzip() is None\nprint('\\n'.join(z.namelist()))";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(zip).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "zipfile could not read the archive");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_tree_deeper_than_the_limit_is_refused_and_the_server_lives() {
+    let t = small_tree();
+    // 2000 levels: built one relative step at a time (the whole path is longer than PATH_MAX).
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && mkdir deep && cd deep && i=0; while [ $i -lt 2000 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done")
+        .args(["sh", t.root().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut shallow = String::from("shallow");
+    for _ in 0..100 {
+        shallow.push_str("/d");
+    }
+    t.file(&format!("{shallow}/leaf.txt"), b"leaf");
+    let s = Server::start(&t.root(), "");
+    for method in ["GET", "HEAD"] {
+        let resp = s.request(method, "/?download=zip", &[]);
+        assert_eq!(resp.status, 403, "{method}");
+        let resp = s.request(method, "/deep/?download=zip", &[]);
+        assert_eq!(resp.status, 403, "{method}");
+    }
+    assert!(s
+        .get("/deep/?download=zip", &[])
+        .text()
+        .contains("deeper than 128 levels"));
+    // 100 levels are within the default limit of 128.
+    let resp = s.get("/shallow/?download=zip", &[]);
+    assert_eq!(resp.status, 200);
+    assert!(archive_names(&resp.body)
+        .iter()
+        .any(|n| n.ends_with("/leaf.txt")));
+    assert_eq!(
+        s.get("/a.txt", &[]).body,
+        b"alpha",
+        "the server still serves"
+    );
+}
+
+#[test]
+fn repeated_and_nested_selections_cost_one_walk() {
+    let t = small_tree();
+    for i in 0..20_000 {
+        t.file(&format!("many/f{i}"), b"");
+    }
+    let s = Server::start(&t.root(), "");
+    let mut query = String::from("/?download=zip&compress=store");
+    while query.len() < 8000 {
+        query.push_str("&path=many");
+    }
+    let started = Instant::now();
+    let resp = s.request("HEAD", &query, &[]);
+    assert_eq!(resp.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "800 copies of one folder took {:?}",
+        started.elapsed()
+    );
+    let nested = "/?download=zip&path=many&path=many/f1&path=./many/&path=many/../many&path=a.txt";
+    let resp = s.get(nested, &[]);
+    assert_eq!(resp.status, 200);
+    let names = archive_names(&resp.body);
+    assert_eq!(
+        names.len(),
+        1 + 1 + 20_000 + 1,
+        "the top folder, many/, its files, a.txt"
+    );
+}
+
+#[test]
+fn names_no_archive_may_hold_are_left_out() {
+    let t = small_tree();
+    t.file("inj/x\\..\\..\\..\\evil.txt", b"evil");
+    t.file("inj/tab\there", b"tab");
+    t.file("inj/lf\nthere", b"lf");
+    t.file("inj/fine.txt", b"fine");
+    let s = Server::start(&t.root(), "");
+    let resp = s.get("/inj/?download=zip", &[]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(archive_names(&resp.body), ["inj/", "inj/fine.txt"]);
+    assert!(s.stats().archive_entries_skipped >= 3);
+}
+
+#[test]
+fn sockets_under_the_root_are_404_everywhere() {
+    let t = small_tree();
+    let _sock = std::os::unix::net::UnixListener::bind(t.root().join("d/sock")).unwrap();
+    let s = Server::start(&t.root(), "[listing]\nenabled = true\n");
+    assert_eq!(s.get("/d/sock", &[]).status, 404);
+    assert_eq!(s.request("HEAD", "/d/sock", &[]).status, 404);
+    let listing = s.get("/d/?format=json", &[]).text();
+    assert!(!listing.contains("sock"), "{listing}");
+    let resp = s.get("/d/?download=zip", &[]);
+    assert_eq!(archive_names(&resp.body), ["d/", "d/x.txt"]);
+}
+
+#[test]
+fn unreadable_files_are_left_out_of_archives() {
+    let t = small_tree();
+    t.file("mixed/ok.txt", b"ok");
+    let secret = t.file("mixed/secret.txt", b"secret");
+    t.mkdir("mixed/closed");
+    t.file("mixed/closed/inner.txt", b"inner");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(
+        t.root().join("mixed/closed"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    std::fs::set_permissions(t.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // As root every file is readable: the server runs as nobody, as in production.
+    let server = crate::support::Spawned::serve_with_prefix(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ],
+        &["--root", t.root().to_str().unwrap()],
+    );
+    let get = |path: &str| crate::support::request_at(server.addr, "GET", path, &[]);
+    assert_eq!(get("/mixed/secret.txt").status, 403);
+    let resp = get("/mixed/?download=zip");
+    assert_eq!(resp.status, 200);
+    assert_eq!(archive_names(&resp.body), ["mixed/", "mixed/ok.txt"]);
+}
