@@ -295,8 +295,32 @@ fn admit(conn: &Rc<ConnShared>, req: &http::request::Parts, rel: &str) -> Result
     }
 }
 
+/// Exactly one Host in HTTP/1.1 (at most one in 1.0), a valid authority (RFC 9110 §7.2), and an
+/// absolute-form target's authority that agrees with it; otherwise the 400 to send.
+fn host_error(req: &http::request::Parts) -> Option<&'static str> {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() || (host.is_none() && req.version == Version::HTTP_11) {
+        return Some("a request needs exactly one Host header\n");
+    }
+    if host.is_some_and(|h| !crate::http::host::valid(h.as_bytes())) {
+        return Some("invalid Host header\n");
+    }
+    let authority = req.uri.authority()?;
+    let agrees = host.is_none_or(|h| {
+        crate::http::host::same_authority(h.as_bytes(), authority.as_str().as_bytes())
+    });
+    if !crate::http::host::valid(authority.as_str().as_bytes()) || !agrees {
+        return Some("the request target's authority does not match Host\n");
+    }
+    None
+}
+
 /// Answer one request.
 fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
+    if let Some(text) = host_error(req) {
+        return Reply::Now(error(conn, StatusCode::BAD_REQUEST, text));
+    }
     let zip_enabled = conn.worker.config().zip.enabled;
     if zip_enabled && wants_archive(req.uri.query()) {
         if let Some(dir) = archive_dir(conn, req) {
@@ -441,10 +465,6 @@ fn archive_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<Stri
 /// path, which gives the right error.
 fn existing_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
     let config = conn.worker.config();
-    let hosts = req.headers.get_all(header::HOST).iter().count();
-    if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
-        return None;
-    }
     if req.uri.path_and_query().map_or(1, |pq| pq.as_str().len()) > config.limits.target_bytes {
         return None;
     }
@@ -464,14 +484,6 @@ fn respond_file(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<B
     let worker = &conn.worker;
     let config = worker.config();
 
-    let hosts = req.headers.get_all(header::HOST).iter().count();
-    if hosts > 1 || (hosts == 0 && req.version == Version::HTTP_11) {
-        return error(
-            conn,
-            StatusCode::BAD_REQUEST,
-            "a request needs exactly one Host header\n",
-        );
-    }
     let is_head = req.method == Method::HEAD;
     if req.method != Method::GET && !is_head {
         if req.method == Method::OPTIONS {

@@ -414,3 +414,24 @@ fn unreadable_files_are_left_out_of_archives() {
     assert_eq!(resp.status, 200);
     assert_eq!(archive_names(&resp.body), ["mixed/", "mixed/ok.txt"]);
 }
+
+#[test]
+fn host_must_be_a_valid_authority_that_agrees_with_the_target() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "");
+    let ask = |target: &str, host: &str| {
+        s.raw(&format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+            .status
+    };
+    for host in ["a b", "hs.example/x", "user@hs.example", "hs.example:8a", "..", "a..b", "[::1"] {
+        assert_eq!(ask("/a.txt", host), 400, "Host: {host:?}");
+        assert_eq!(ask("/d/?download=zip", host), 400, "archive, Host: {host:?}");
+    }
+    for host in ["hs.example", "hs.example:8080", "127.0.0.1", "[::1]:80", ""] {
+        assert_eq!(ask("/a.txt", host), 200, "Host: {host:?}");
+    }
+    assert_eq!(ask("http://hs.example/a.txt", "hs.example"), 200);
+    assert_eq!(ask("http://HS.example/a.txt", "hs.example"), 200);
+    assert_eq!(ask("http://other.example/a.txt", "hs.example"), 400);
+    assert_eq!(ask("http://hs.example:81/a.txt", "hs.example"), 400);
+}
