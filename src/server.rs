@@ -63,6 +63,11 @@ pub struct Worker {
     /// Access-log lines waiting to be written (flushed by size and by the heartbeat).
     log_buf: RefCell<Vec<u8>>,
     last_drop_warning: Cell<Option<Instant>>,
+    /// Most open-file cache entries this worker may keep: its share of the descriptors the
+    /// caches may hold (see [`cache_fd_share`]).
+    cache_fd_share: usize,
+    /// When "out of descriptors" was last logged (once per [`LOG_DROP_WARNING`]).
+    pub last_emfile_warning: Cell<Option<Instant>>,
 }
 
 /// Access-log bytes a worker buffers before writing them out.
@@ -81,6 +86,7 @@ struct Shared {
     connections: Arc<ConnectionCount>,
     bodies: Arc<BodyBudget>,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    cache_fd_share: usize,
 }
 
 impl Worker {
@@ -95,7 +101,8 @@ impl Worker {
         *self.http.borrow_mut() = http_builder(&settings.config);
         // Cached entries carry Cache-Control values of the old rules; the bounds may change too.
         let c = &settings.config.open_file_cache;
-        *self.cache.borrow_mut() = FileCache::new(c.entries, c.mapped_bytes, c.valid);
+        let entries = c.entries.min(self.cache_fd_share);
+        *self.cache.borrow_mut() = FileCache::new(entries, c.mapped_bytes, c.valid);
         *self.settings.borrow_mut() = settings;
         self.generation.set(generation);
     }
@@ -284,7 +291,17 @@ impl Worker {
         }
         WorkerStats::add(&self.stats().open_file_cache_misses, 1);
         let settings = self.settings.borrow();
-        let (file, meta) = fs::open(&self.root, disk_rel, settings.config.symlinks)?;
+        let (file, meta) = match fs::open(&self.root, disk_rel, settings.config.symlinks) {
+            Err(OpenError::Io(e)) if e.raw_os_error() == Some(libc::EMFILE) => {
+                // Out of descriptors: cached files hold some. Close a quarter of them and try
+                // once more, so that the cache can never keep every descriptor.
+                let quarter = cache.len().div_ceil(4);
+                let closed = cache.shed(quarter);
+                WorkerStats::add(&self.stats().open_file_cache_sheds, closed as u64);
+                fs::open(&self.root, disk_rel, settings.config.symlinks)?
+            }
+            other => other?,
+        };
         let entry = Arc::new(describe(file, &meta, &settings));
         drop(settings);
         cache.insert(key, entry.clone(), now);
@@ -471,6 +488,7 @@ pub fn start_with(
     let seed = boundary_seed();
     let admin_listen = config.admin_listen;
     let body_memory = config.limits.body_memory;
+    let cache_fd_share = cache_fd_share(&config);
     let shared = Shared {
         live: Arc::new(Live::new(Settings::new(config)?)),
         root,
@@ -479,6 +497,7 @@ pub fn start_with(
         connections: Arc::new(ConnectionCount::default()),
         bodies: Arc::new(BodyBudget::new(body_memory)),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        cache_fd_share,
     };
 
     let mut threads = Vec::with_capacity(workers);
@@ -549,13 +568,15 @@ impl Worker {
             connections,
             bodies,
             draining,
+            cache_fd_share,
         } = shared;
         let settings = live.current();
         let generation = live.generation();
         let c = &settings.config.open_file_cache;
+        let entries = c.entries.min(cache_fd_share);
         Worker {
             id,
-            cache: RefCell::new(FileCache::new(c.entries, c.mapped_bytes, c.valid)),
+            cache: RefCell::new(FileCache::new(entries, c.mapped_bytes, c.valid)),
             http: RefCell::new(http_builder(&settings.config)),
             root_path: settings.config.root.clone(),
             settings: RefCell::new(settings),
@@ -570,6 +591,8 @@ impl Worker {
             spare_header_maps: RefCell::new(Vec::with_capacity(SPARE_HEADER_MAPS)),
             log_buf: RefCell::new(Vec::new()),
             last_drop_warning: Cell::new(None),
+            cache_fd_share,
+            last_emfile_warning: Cell::new(None),
             archives,
             connections,
             bodies,
@@ -593,6 +616,25 @@ fn http_builder(config: &Config) -> http1::Builder {
         http.max_headers(config.limits.max_headers);
     }
     http
+}
+
+/// Each worker's share of the descriptors open-file caches may hold: half of RLIMIT_NOFILE, so
+/// that the other half stays for connections, listeners, logs and archive reads. A configured
+/// `open_file_cache.entries` above it is lowered, and the start-up log says so.
+fn cache_fd_share(config: &Config) -> usize {
+    let limit = crate::sys::nofile_limit().unwrap_or(1024);
+    let share = usize::try_from(limit / 2).unwrap_or(usize::MAX) / config.workers.max(1);
+    let configured = config.open_file_cache.entries;
+    if configured > share {
+        tracing::warn!(
+            configured,
+            lowered_to = share,
+            nofile = limit,
+            workers = config.workers,
+            "open_file_cache.entries lowered: the caches may hold at most half of the open-files limit, the rest is left for connections"
+        );
+    }
+    share
 }
 
 fn boundary_seed() -> u64 {

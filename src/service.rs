@@ -795,7 +795,15 @@ fn open_error(conn: &Rc<ConnShared>, e: OpenError) -> Response<Body> {
         OpenError::NotFound | OpenError::NotRegular => not_found(conn),
         OpenError::Forbidden => error(conn, StatusCode::FORBIDDEN, "forbidden\n"),
         OpenError::Io(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-            tracing::warn!(error = %e, "cannot open file: out of descriptors");
+            let now = std::time::Instant::now();
+            let last = &conn.worker.last_emfile_warning;
+            if last
+                .get()
+                .is_none_or(|t| now.duration_since(t).as_secs() >= 10)
+            {
+                last.set(Some(now));
+                tracing::warn!(error = %e, "cannot open file: out of descriptors (logged at most every 10 s)");
+            }
             let mut resp = error(
                 conn,
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -66,6 +66,8 @@ counters! {
     open_file_cache_hits,
     /// Opens that had to open the file.
     open_file_cache_misses,
+    /// Cached files closed because descriptors ran out (EMFILE).
+    open_file_cache_sheds,
     /// Accept-loop pauses because the global connection cap was reached (one per 5 ms waited).
     accept_pauses,
     /// Accept-loop back-offs because descriptors or memory ran out (one per 100 ms waited).

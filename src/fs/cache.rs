@@ -144,6 +144,15 @@ impl FileCache {
         self.slots.is_empty()
     }
 
+    /// Close up to `n` entries (CLOCK order): descriptors ran out, and cached files hold some.
+    pub fn shed(&mut self, n: usize) -> usize {
+        let mut closed = 0;
+        while closed < n && self.evict_one() {
+            closed += 1;
+        }
+        closed
+    }
+
     /// CLOCK: sweep from the hand, giving referenced slots a second chance.
     fn evict_one(&mut self) -> bool {
         if self.slots.is_empty() {

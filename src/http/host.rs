@@ -19,15 +19,15 @@ pub fn same_authority(a: &[u8], b: &[u8]) -> bool {
 /// `host` and the digits after its last `:`, if that colon is outside an IP literal.
 fn split_port(value: &[u8]) -> (&[u8], &[u8]) {
     let after_literal = if value.first() == Some(&b'[') {
-        value.iter().position(|b| *b == b']').map_or(value.len(), |i| i + 1)
+        value
+            .iter()
+            .position(|b| *b == b']')
+            .map_or(value.len(), |i| i + 1)
     } else {
         0
     };
     match value[after_literal..].iter().rposition(|b| *b == b':') {
-        Some(i) => (
-            &value[..after_literal + i],
-            &value[after_literal + i + 1..],
-        ),
+        Some(i) => (&value[..after_literal + i], &value[after_literal + i + 1..]),
         None => (value, &[]),
     }
 }
@@ -68,8 +68,7 @@ fn valid_reg_name(name: &[u8]) -> bool {
             i += 3;
             continue;
         }
-        if !(is_unreserved(c) || is_sub_delim(c)) || (c == b'.' && name.get(i + 1) == Some(&b'.'))
-        {
+        if !(is_unreserved(c) || is_sub_delim(c)) || (c == b'.' && name.get(i + 1) == Some(&b'.')) {
             return false;
         }
         i += 1;

@@ -112,3 +112,9 @@ pub fn readable_at(dir: &impl AsFd, name: &[u8]) -> bool {
     )
     .is_ok()
 }
+
+/// The soft limit on open descriptors (RLIMIT_NOFILE) now in force.
+pub fn nofile_limit() -> io::Result<u64> {
+    let (soft, _hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    Ok(soft)
+}

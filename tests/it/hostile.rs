@@ -420,12 +420,26 @@ fn host_must_be_a_valid_authority_that_agrees_with_the_target() {
     let t = small_tree();
     let s = Server::start(&t.root(), "");
     let ask = |target: &str, host: &str| {
-        s.raw(&format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
-            .status
+        s.raw(&format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        ))
+        .status
     };
-    for host in ["a b", "hs.example/x", "user@hs.example", "hs.example:8a", "..", "a..b", "[::1"] {
+    for host in [
+        "a b",
+        "hs.example/x",
+        "user@hs.example",
+        "hs.example:8a",
+        "..",
+        "a..b",
+        "[::1",
+    ] {
         assert_eq!(ask("/a.txt", host), 400, "Host: {host:?}");
-        assert_eq!(ask("/d/?download=zip", host), 400, "archive, Host: {host:?}");
+        assert_eq!(
+            ask("/d/?download=zip", host),
+            400,
+            "archive, Host: {host:?}"
+        );
     }
     for host in ["hs.example", "hs.example:8080", "127.0.0.1", "[::1]:80", ""] {
         assert_eq!(ask("/a.txt", host), 200, "Host: {host:?}");
@@ -434,4 +448,35 @@ fn host_must_be_a_valid_authority_that_agrees_with_the_target() {
     assert_eq!(ask("http://HS.example/a.txt", "hs.example"), 200);
     assert_eq!(ask("http://other.example/a.txt", "hs.example"), 400);
     assert_eq!(ask("http://hs.example:81/a.txt", "hs.example"), 400);
+}
+
+#[test]
+fn open_file_caches_never_take_every_descriptor() {
+    let t = small_tree();
+    for i in 0..1500 {
+        t.file(&format!("files/f{i}.txt"), b"x");
+    }
+    let server = crate::support::Spawned::serve_with_prefix(
+        &["prlimit", "--nofile=512:512", "--"],
+        &["--root", t.root().to_str().unwrap(), "--workers", "2"],
+    );
+    let mut c = server.connect();
+    for i in 0..1500 {
+        let req = format!("GET /files/f{i}.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.write_all(req.as_bytes()).unwrap();
+        let resp = read_response(&mut c, false).expect("an answer");
+        assert_eq!(resp.status, 200, "file {i}");
+    }
+    assert!(server.fds() < 400, "{} descriptors open", server.fds());
+    let mut clients: Vec<_> = (0..50).map(|_| server.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let req = format!("GET /files/f{i}.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        client.write_all(req.as_bytes()).unwrap();
+        assert_eq!(read_response(client, false).expect("an answer").status, 200);
+    }
+    assert!(server
+        .log
+        .lock()
+        .unwrap()
+        .contains("open_file_cache.entries lowered"));
 }
