@@ -29,7 +29,7 @@ use crate::request_body::{self, BodyError, BodyRules};
 use crate::stats::WorkerStats;
 use crate::zip::manifest::{self, BuildInput, Manifest, ManifestError, Selection};
 use crate::zip::stream::{ArchivePermit, ZipStream};
-use crate::zip::ZipRequest;
+use crate::zip::{PinError, ZipRequest};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
@@ -858,8 +858,22 @@ async fn archive(
             Ok(bytes) => bytes,
             Err(refusal) => return refusal,
         };
-        if let Err(msg) = request.merge_json(&selection) {
-            return text_error(&conn, StatusCode::BAD_REQUEST, msg);
+        // A signed path link fixed the query: the body may narrow it, never widen it.
+        let pinned = admission.grant.as_ref().is_some_and(|g| g.prefix.is_none());
+        let merged = if pinned {
+            request.merge_json_pinned(&selection)
+        } else {
+            request.merge_json(&selection).map_err(PinError::Malformed)
+        };
+        match merged {
+            Ok(()) => {}
+            Err(PinError::Malformed(msg)) => {
+                return text_error(&conn, StatusCode::BAD_REQUEST, msg)
+            }
+            Err(PinError::Widened) => {
+                tracing::info!(client = %conn.peer, "a signed selection's body tried to widen it");
+                return forbidden(&conn);
+            }
         }
     }
     WorkerStats::add(&worker.stats().archives_total, 1);

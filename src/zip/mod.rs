@@ -87,6 +87,27 @@ impl ZipRequest {
         Ok(())
     }
 
+    /// Merge a JSON selection into a request whose query a signed link fixed: the body may
+    /// only narrow it. Every path it names must lie within the signed paths (anywhere in the
+    /// folder when the link named none), and it may not change the name, the compression or the
+    /// level. The body's paths then replace the signed ones. `Err` is a refusal (403).
+    pub fn merge_json_pinned(&mut self, body: &[u8]) -> Result<(), PinError> {
+        let signed = self.clone();
+        let mut merged = signed.clone();
+        merged.paths.clear();
+        merged.merge_json(body).map_err(PinError::Malformed)?;
+        let within =
+            |p: &String| signed.paths.is_empty() || signed.paths.iter().any(|s| inside(s, p));
+        let same_options = merged.name == signed.name
+            && merged.compress == signed.compress
+            && merged.level == signed.level;
+        if !same_options || !merged.paths.iter().all(within) {
+            return Err(PinError::Widened);
+        }
+        *self = merged;
+        Ok(())
+    }
+
     /// Level 0 means storing; level 1 is taken as 2 (zlib-rs' level 1 expands incompressible
     /// data by about 5%).
     fn normalise_level(&mut self) {
@@ -95,6 +116,25 @@ impl ZipRequest {
         }
         self.level = self.level.clamp(2, 9);
     }
+}
+
+/// Why a selection could not be merged into a signed request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PinError {
+    /// Not a selection at all (400).
+    Malformed(String),
+    /// It would widen or change what the link signed (403).
+    Widened,
+}
+
+/// Whether the selected path `p` is `signed` or lies inside it, once both are normalised.
+fn inside(signed: &str, p: &str) -> bool {
+    let (mut a, mut b) = (String::new(), String::new());
+    let normal = crate::fs::path::normalize(&format!("/{signed}"), &mut a).is_ok()
+        && crate::fs::path::normalize(&format!("/{p}"), &mut b).is_ok();
+    normal
+        && !b.is_empty()
+        && (a.is_empty() || b == a || (b.starts_with(&a) && b.as_bytes()[a.len()] == b'/'))
 }
 
 fn parse_compress(v: &str) -> Result<Compress, String> {

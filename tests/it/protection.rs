@@ -498,3 +498,54 @@ fn a_slow_drip_reader_is_closed_by_the_minimum_rate() {
     assert_eq!(st.min_rate_closes, 1);
     assert_eq!(st.send_timeouts, 0);
 }
+
+#[test]
+fn a_post_signed_selection_can_be_narrowed_never_widened() {
+    let (t, key) = signed_tree();
+    t.file("private/secret.txt", b"secret");
+    t.file("private/sub/one.txt", b"one");
+    t.file("private/sub/two.txt", b"two");
+    let s = Server::start(&t.root(), &signing_config(&key));
+    let dir = t.dir.path();
+    let link = sign_cli(
+        &key,
+        "k1",
+        &["--method", "POST"],
+        "/private/?download=zip&path=sub",
+    );
+    let post = |body: &str| {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let req = format!(
+            "POST {link} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        read_response(&mut c, false).expect("a response")
+    };
+    // Adding, replacing and widening paths, or changing the name or compression: refused.
+    for body in [
+        r#"{"paths":["secret.txt"]}"#,
+        r#"{"paths":["sub/one.txt","secret.txt"]}"#,
+        r#"{"paths":["."]}"#,
+        r#"{"paths":["sub/.."]}"#,
+        r#"{"paths":["sub/../secret.txt"]}"#,
+        r#"{"paths":["sub"],"name":"other.zip"}"#,
+        r#"{"paths":["sub"],"compress":"deflate"}"#,
+    ] {
+        let r = post(body);
+        assert!(matches!(r.status, 400 | 403), "{body}: {}", r.status);
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("secret"),
+            "{body}"
+        );
+    }
+    // Narrowing within the signed folder is allowed.
+    let r = post(r#"{"paths":["sub/one.txt"]}"#);
+    assert_eq!(r.status, 200);
+    std::fs::write(dir.join("narrow.zip"), &r.body).unwrap();
+    assert_eq!(
+        zip_names(&dir.join("narrow.zip")),
+        ["private/", "private/sub/", "private/sub/one.txt"]
+    );
+}
