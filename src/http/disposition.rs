@@ -24,10 +24,18 @@ const ATTR_CHAR_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'|')
     .remove(b'~');
 
-/// Make a name safe to suggest: no path separators, no control characters, not empty.
+/// Longest suggested name, in characters (file systems stop at 255 bytes; a header of a name a
+/// client sent should stay short).
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Make a name safe to suggest: no path separators, no control characters, no invisible
+/// formatting characters (bidi overrides and isolates, zero-width characters: U+202E turns
+/// `\u{202e}fdp.zip` into what displays as "piz.pdf"), at most [`MAX_NAME_CHARS`], not empty.
+/// Both `filename` and `filename*` carry this name, so no client displays a spoofed one.
 pub fn sanitize_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
+        .filter(|c| !is_invisible_format(*c))
         .map(|c| {
             if c == '/' || c == '\\' || c.is_control() {
                 '_'
@@ -35,6 +43,7 @@ pub fn sanitize_name(name: &str) -> String {
                 c
             }
         })
+        .take(MAX_NAME_CHARS)
         .collect();
     let trimmed = cleaned.trim().trim_start_matches('.');
     if trimmed.is_empty() {
@@ -42,6 +51,21 @@ pub fn sanitize_name(name: &str) -> String {
     } else {
         trimmed.to_string()
     }
+}
+
+/// Unicode format characters that change how a name is displayed without being seen: bidi
+/// marks, embeddings, overrides and isolates, zero-width characters and the BOM.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+    )
 }
 
 /// The header value for an attachment named `name` (already sanitised).
@@ -87,5 +111,8 @@ mod tests {
         assert_eq!(sanitize_name("../../etc/passwd"), "_.._etc_passwd");
         assert_eq!(sanitize_name("  "), "download");
         assert_eq!(sanitize_name("a\r\nb"), "a__b");
+        assert_eq!(sanitize_name("\u{202e}fdp.zip"), "fdp.zip");
+        assert_eq!(sanitize_name("a\u{2066}b\u{200b}c\u{feff}"), "abc");
+        assert_eq!(sanitize_name(&"n".repeat(900_000)).len(), MAX_NAME_CHARS);
     }
 }

@@ -480,3 +480,27 @@ fn open_file_caches_never_take_every_descriptor() {
         .unwrap()
         .contains("open_file_cache.entries lowered"));
 }
+
+#[test]
+fn download_names_cannot_spoof_or_swell_the_header() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "");
+    let resp = s.get("/d/?download=zip&name=%E2%80%AEfdp.zip", &[]);
+    assert_eq!(resp.status, 200);
+    let cd = resp.header("content-disposition").unwrap().to_string();
+    assert!(
+        !cd.contains('\u{202e}') && !cd.to_ascii_uppercase().contains("%E2%80%AE"),
+        "{cd}"
+    );
+    assert!(cd.contains("fdp.zip"), "{cd}");
+    let huge = format!("/d/?download=zip&name={}", "n".repeat(7000));
+    let resp = s.get(&huge, &[]);
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("content-disposition").unwrap().len() < 300);
+    let resp = s.get("/a.txt?download=%E2%80%AEtxt.exe", &[]);
+    let cd = resp.header("content-disposition").unwrap_or("").to_string();
+    assert!(
+        !cd.contains('\u{202e}') && !cd.to_ascii_uppercase().contains("%E2%80%AE"),
+        "{cd}"
+    );
+}
