@@ -451,6 +451,33 @@ impl Config {
         Config::from_raw(raw, file, overrides)
     }
 
+    /// Like [`Config::load`], for SIGHUP: a file with no setting at all (empty, or only
+    /// comments) is refused rather than taken as "every default".
+    pub fn load_for_reload(
+        file: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        if let Some(path) = file {
+            let bytes =
+                crate::bounded_read::read_regular(path, crate::bounded_read::MAX_CONFIG_FILE)
+                    .map_err(|e| {
+                        ConfigError::new(Some(path), "", format!("cannot read config file: {e}"))
+                    })?;
+            let empty = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .is_some_and(|table| table.is_empty());
+            if empty {
+                return Err(ConfigError::new(
+                    Some(path),
+                    "",
+                    "the file sets nothing (empty or truncated?); keeping the running configuration",
+                ));
+            }
+        }
+        Config::load(file, overrides)
+    }
+
     /// Validate an already parsed file.
     pub fn from_raw(
         mut raw: RawConfig,
@@ -493,6 +520,9 @@ impl Config {
                 .map_err(|e| err("listen", format!("cannot resolve {text:?}: {e}")))?
                 .next()
                 .ok_or_else(|| err("listen", format!("{text:?} resolves to no address")))?;
+            if listen.contains(&addr) {
+                return Err(err("listen", format!("{text:?} ({addr}) is given twice")));
+            }
             listen.push(addr);
         }
 
@@ -721,6 +751,9 @@ impl Config {
                 ),
             },
         };
+        if let (true, Some(path)) = (access_log.enabled, &access_log.path) {
+            check_log_path(path).map_err(|m| err("access_log.path", m))?;
+        }
         let p = raw.precompressed.clone().unwrap_or_default();
         let order = p.order.clone().unwrap_or_else(|| {
             use crate::http::encoding::Coding;
@@ -944,8 +977,12 @@ impl Config {
 impl RawConfig {
     /// Read and parse a TOML file; unknown keys and type errors name the line.
     pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let bytes = crate::bounded_read::read_regular(path, crate::bounded_read::MAX_CONFIG_FILE)
+            .map_err(|e| {
             ConfigError::new(Some(path), "", format!("cannot read config file: {e}"))
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            ConfigError::new(Some(path), "", "config file: not UTF-8 text".to_string())
         })?;
         toml::from_str(&text).map_err(|e| {
             let line = e
@@ -1050,10 +1087,10 @@ fn check_clients(raw: RawClients, file: Option<&Path>) -> Result<ClientSettings,
         return Err(err("max_connections", "must be at least 1".into()));
     }
     let rps = raw.requests_per_second.unwrap_or(0.0);
-    if !rps.is_finite() || rps < 0.0 {
+    if !(rps == 0.0 || (0.001..=1e9).contains(&rps)) {
         return Err(err(
             "requests_per_second",
-            format!("{rps} must be 0 (off) or more"),
+            format!("{rps} must be 0 (off) or between 0.001 and 1e9"),
         ));
     }
     let burst = raw.request_burst.unwrap_or(defaults::REQUEST_BURST);
@@ -1082,6 +1119,49 @@ fn check_clients(raw: RawClients, file: Option<&Path>) -> Result<ClientSettings,
 /// Parse a size such as `"2MiB"` (for values that arrive outside the file, e.g. in a link).
 pub fn parse_size_text(text: &str) -> Result<u64, String> {
     parse_size(&SizeText::Text(text.to_string()))
+}
+
+/// The access log's path must be a file (or not exist yet) in an existing folder.
+fn check_log_path(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!("{} is a directory", path.display()));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if parent.is_some_and(|p| !p.is_dir()) {
+        return Err(format!("the folder of {} does not exist", path.display()));
+    }
+    Ok(())
+}
+
+/// The protections `old` has and `new` would drop, one line each, for the reload's warnings.
+pub fn dropped_protections(old: &Config, new: &Config) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for prefix in &old.signing.protected {
+        if !new.signing.protected.contains(prefix) {
+            dropped.push(format!(
+                "signing.protected {prefix:?} is no longer protected"
+            ));
+        }
+    }
+    for rule in &old.bandwidth {
+        if !new.bandwidth.iter().any(|r| r.prefix == rule.prefix) {
+            dropped.push(format!("[[bandwidth]] rule for {:?} removed", rule.prefix));
+        }
+    }
+    let (o, n) = (&old.clients.limits, &new.clients.limits);
+    if o.max_connections_per_ip > 0 && n.max_connections_per_ip == 0 {
+        dropped.push("clients.max_connections_per_ip turned off".into());
+    }
+    if o.requests_per_second > 0.0 && n.requests_per_second == 0.0 {
+        dropped.push("clients.requests_per_second turned off".into());
+    }
+    if old.dotfiles == DotfileRule::Deny && new.dotfiles == DotfileRule::Allow {
+        dropped.push("dotfiles now served".into());
+    }
+    if old.symlinks != new.symlinks && new.symlinks == SymlinkRule::Follow {
+        dropped.push("symlinks now followed anywhere".into());
+    }
+    dropped
 }
 
 fn check_root(root: &Path) -> Result<PathBuf, String> {

@@ -18,6 +18,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod bounded_read;
 pub mod cli;
 pub mod config;
 pub mod framing;
@@ -105,10 +106,18 @@ pub fn run(config: config::Config, overrides: config::Overrides) -> anyhow::Resu
     Ok(())
 }
 
-/// SIGHUP: read the file again; keep the running configuration if anything is wrong with it.
+/// SIGHUP: read the file again; keep the running configuration if anything is wrong with it
+/// (an empty file included: it is what `cmd > sendfiled.toml` leaves when `cmd` fails). A new
+/// configuration that drops a protection is applied with one warning per protection dropped.
 fn reload(server: &RunningServer, source: Option<&std::path::Path>, overrides: &config::Overrides) {
-    let loaded = config::Config::load(source, overrides).map_err(anyhow::Error::from);
-    match loaded.and_then(|c| server.reload(c)) {
+    let loaded = config::Config::load_for_reload(source, overrides).map_err(anyhow::Error::from);
+    let checked = loaded.and_then(|c| {
+        for dropped in config::dropped_protections(&server.settings().config, &c) {
+            tracing::warn!(protection = %dropped, "the reloaded configuration drops a protection");
+        }
+        Ok(c)
+    });
+    match checked.and_then(|c| server.reload(c)) {
         Ok(()) => tracing::info!("configuration reloaded"),
         Err(e) => tracing::error!(error = %e, "reload rejected; the running configuration stays"),
     }

@@ -19,10 +19,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match Config::load(Some(&config), &Overrides::default())
         {
-            Ok(c) => {
-                print!("{}", c.to_toml());
-                ExitCode::SUCCESS
-            }
+            Ok(c) => match sendfiled::settings::Settings::check(&c) {
+                Ok(()) => {
+                    print!("{}", c.to_toml());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&*e),
+            },
             Err(e) => fail(&e),
         },
         Command::Sign(args) => match sign(&args) {

@@ -199,6 +199,7 @@ fn next_deadline(rules: &BodyRules<'_>, start: Instant, last: Instant, got: usiz
     if rules.min_rate == 0 {
         return gap;
     }
-    let earned = Duration::from_secs_f64(got as f64 / rules.min_rate as f64);
+    let earned = Duration::try_from_secs_f64(got as f64 / rules.min_rate as f64)
+        .unwrap_or(Duration::from_secs(86_400));
     gap.min(start + rules.timeout + earned)
 }

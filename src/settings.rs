@@ -40,36 +40,60 @@ impl CacheRules {
 }
 
 impl Settings {
-    /// Compile a validated configuration (key files are read here).
+    /// Compile a validated configuration (key files are read here) and open the access log.
     pub fn new(config: Config) -> anyhow::Result<Settings> {
-        let mut set = GlobSetBuilder::new();
-        let mut values = Vec::new();
-        for rule in &config.cache_control {
-            set.add(
-                GlobBuilder::new(&rule.path)
-                    .literal_separator(true)
-                    .build()?,
-            );
-            values.push(HeaderValue::from_str(&rule.value)?);
-        }
+        let (protect, cache_rules) = compile(&config)?;
         let log = &config.access_log;
         let access_log = if log.enabled {
-            Some(crate::access_log::AccessLog::open(
-                log.format,
-                log.path.clone(),
-            )?)
+            let opened = crate::access_log::AccessLog::open(log.format, log.path.clone());
+            Some(opened.map_err(|e| keyed(&config, "access_log.path", e))?)
         } else {
             None
         };
         Ok(Settings {
             access_log,
-            protect: Protection::new(&config)?,
-            cache_rules: CacheRules {
-                globs: set.build()?,
-                values,
-            },
+            protect,
+            cache_rules,
             config,
         })
+    }
+
+    /// Everything [`Settings::new`] checks, without opening the log: what `check-config` runs,
+    /// so that it passes exactly the files `serve` and a reload accept.
+    pub fn check(config: &Config) -> anyhow::Result<()> {
+        compile(config).map(drop)
+    }
+}
+
+/// The parts of a generation compiled from the configuration: protections (key files read)
+/// and Cache-Control rules.
+fn compile(config: &Config) -> anyhow::Result<(Protection, CacheRules)> {
+    let mut set = GlobSetBuilder::new();
+    let mut values = Vec::new();
+    for (i, rule) in config.cache_control.iter().enumerate() {
+        let glob = GlobBuilder::new(&rule.path).literal_separator(true).build();
+        set.add(glob.map_err(|e| keyed(config, &format!("cache_control[{i}].path"), e))?);
+        let value = HeaderValue::from_str(&rule.value);
+        values.push(value.map_err(|e| keyed(config, &format!("cache_control[{i}].value"), e))?);
+    }
+    let protect = Protection::new(config).map_err(|e| in_file(config, e))?;
+    let globs = set.build()?;
+    Ok((protect, CacheRules { globs, values }))
+}
+
+/// An error about `key`, naming the configuration file like every config error.
+fn keyed(config: &Config, key: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    match &config.source {
+        Some(file) => anyhow::anyhow!("{}: key `{key}`: {e}", file.display()),
+        None => anyhow::anyhow!("{key}: {e}"),
+    }
+}
+
+/// An error whose text already names its key, prefixed with the configuration file.
+fn in_file(config: &Config, e: anyhow::Error) -> anyhow::Error {
+    match &config.source {
+        Some(file) => anyhow::anyhow!("{}: {e}", file.display()),
+        None => e,
     }
 }
 

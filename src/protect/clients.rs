@@ -214,7 +214,7 @@ impl ClientTable {
                 e.tokens -= 1.0;
                 Ok(())
             } else {
-                Err(Duration::from_secs_f64((1.0 - e.tokens) / rate))
+                Err(Duration::try_from_secs_f64((1.0 - e.tokens) / rate).unwrap_or(Duration::MAX))
             }
         })
     }

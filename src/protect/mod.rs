@@ -162,7 +162,8 @@ impl Pacer {
             return Ok(usize::try_from(available).unwrap_or(usize::MAX).min(want));
         }
         let at = (self.sent + need).saturating_sub(self.burst) as f64 / self.rate as f64;
-        Err(self.start + Duration::from_secs_f64(at))
+        let wait = Duration::try_from_secs_f64(at).unwrap_or(Duration::from_secs(86_400 * 365));
+        Err(self.start + wait)
     }
 
     /// The paced rate, bytes per second.

@@ -159,8 +159,8 @@ fn signature_matches(key: &[u8], message: &[u8], sig: &[u8]) -> bool {
 
 /// Read a key file: its bytes with trailing whitespace removed, at least [`MIN_KEY_BYTES`].
 pub fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
-    let mut bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut bytes = crate::bounded_read::read_regular(path, crate::bounded_read::MAX_KEY_FILE)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
         bytes.pop();
     }

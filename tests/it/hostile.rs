@@ -504,3 +504,112 @@ fn download_names_cannot_spoof_or_swell_the_header() {
         "{cd}"
     );
 }
+
+/// `sendfiled check-config` on `text`: (exit code, stderr).
+fn check_config(t: &Tree, text: &str) -> (i32, String) {
+    let path = t.dir.path().join("check.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(crate::support::binary())
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_refuses_what_serve_would_refuse_and_names_the_key() {
+    let t = small_tree();
+    let root = format!("root = {:?}\n", t.root().to_str().unwrap());
+    std::fs::create_dir(t.dir.path().join("logs")).unwrap();
+    let cases = [
+        ("listen = [\"127.0.0.1:7001\", \"127.0.0.1:7001\"]\n", "key `listen`"),
+        ("[access_log]\npath = \"root\"\n", "key `access_log.path`"),
+        ("[access_log]\npath = \"missing/access.log\"\n", "key `access_log.path`"),
+        ("[clients]\nrequests_per_second = 1e-300\n", "key `clients.requests_per_second`"),
+        ("[clients]\nrequests_per_second = 1e300\n", "key `clients.requests_per_second`"),
+        (
+            "[signing]\nprotected = [\"/p/\"]\n[[signing.keys]]\nid = \"k\"\nfile = \"/dev/zero\"\n",
+            "not a regular file",
+        ),
+    ];
+    for (text, want) in cases {
+        let started = Instant::now();
+        let (code, err) = check_config(&t, &format!("{root}{text}"));
+        assert_eq!(code, 2, "{text}: {err}");
+        assert!(err.contains(want), "{text}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{text}");
+    }
+    std::fs::write(t.dir.path().join("big.key"), vec![b'k'; 1 << 20]).unwrap();
+    let (code, err) = check_config(
+        &t,
+        &format!("{root}[signing]\nprotected = [\"/p/\"]\n[[signing.keys]]\nid = \"k\"\nfile = \"big.key\"\n"),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("more than"), "{err}");
+    // The configuration file itself is read the same way.
+    let out = std::process::Command::new(crate::support::binary())
+        .args(["check-config", "--config", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+    let (code, err) = check_config(&t, &format!("{root}[access_log]\npath = \"logs/a.log\"\n"));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn the_slowest_request_rate_gives_429_not_a_panic() {
+    let t = small_tree();
+    let s = Server::start(
+        &t.root(),
+        "[clients]\nrequests_per_second = 0.001\nrequest_burst = 1\n",
+    );
+    assert_eq!(s.get("/a.txt", &[]).status, 200);
+    let limited = s.get("/a.txt", &[]);
+    assert_eq!(limited.status, 429);
+    assert!(
+        limited
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 900
+    );
+    assert_eq!(s.get("/a.txt", &[]).status, 429, "the connection survived");
+}
+
+#[test]
+fn a_reload_refuses_an_empty_file_and_warns_about_dropped_protections() {
+    let t = small_tree();
+    t.file("private/doc.txt", b"secret");
+    std::fs::write(t.dir.path().join("k1.key"), "first-key-0123456789abcdef").unwrap();
+    let config = t.dir.path().join("sendfiled.toml");
+    let protected = "[signing]\nprotected = [\"/private/\"]\n[[signing.keys]]\nid = \"k1\"\nfile = \"k1.key\"\n";
+    std::fs::write(&config, protected).unwrap();
+    let server = crate::support::Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let get = |path: &str| crate::support::request_at(server.addr, "GET", path, &[]).status;
+    assert_eq!(get("/private/doc.txt"), 403);
+    // What `head -3 f > f` leaves: an empty file.
+    std::fs::write(&config, "").unwrap();
+    crate::support::signal(server.pid(), "HUP");
+    crate::support::wait_for_log(&server, "reload rejected", 1);
+    assert!(server.log.lock().unwrap().contains("sets nothing"));
+    assert_eq!(get("/private/doc.txt"), 403, "still protected");
+    // A file that parses but has lost [signing]: applied, with a warning naming the loss.
+    std::fs::write(&config, "# signing removed\nindex = \"index.html\"\n").unwrap();
+    crate::support::signal(server.pid(), "HUP");
+    crate::support::wait_for_log(&server, "configuration reloaded", 1);
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.contains("drops a protection") && log.contains("/private/"),
+        "{log}"
+    );
+}

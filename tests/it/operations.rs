@@ -5,17 +5,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    binary, free_port, read_response, request_at, sign_cli, Server, Spawned, Tree,
+    binary, free_port, read_response, request_at, sign_cli, signal, wait_for_log, Server, Spawned,
+    Tree,
 };
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
 
 /// Read sd_notify datagrams until one contains `want` (or panic after `secs`).
 fn expect_notify(sock: &UnixDatagram, want: &str, secs: u64) -> String {
@@ -256,18 +248,6 @@ fn sighup_reloads_keys_and_limits_and_keeps_the_old_config_when_the_new_one_is_b
     let body = reader.join().unwrap();
     assert!(body == data, "the in-flight download survived both reloads");
     assert!(server.terminate(10).success());
-}
-
-fn wait_for_log(server: &Spawned, needle: &str, count: usize) {
-    let start = Instant::now();
-    while server.log.lock().unwrap().matches(needle).count() < count {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "log never said {needle:?}: {}",
-            server.log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Reads at most 1 MiB per 50 ms (about 20 MiB/s).

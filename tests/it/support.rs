@@ -464,3 +464,26 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Send `sig` (a name such as HUP) to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Wait until the server's log holds `needle` at least `count` times (or panic after 10 s).
+pub fn wait_for_log(server: &Spawned, needle: &str, count: usize) {
+    let start = std::time::Instant::now();
+    while server.log.lock().unwrap().matches(needle).count() < count {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "log never said {needle:?}: {}",
+            server.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
