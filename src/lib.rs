@@ -111,11 +111,10 @@ pub fn run(config: config::Config, overrides: config::Overrides) -> anyhow::Resu
 /// configuration that drops a protection is applied with one warning per protection dropped.
 fn reload(server: &RunningServer, source: Option<&std::path::Path>, overrides: &config::Overrides) {
     let loaded = config::Config::load_for_reload(source, overrides).map_err(anyhow::Error::from);
-    let checked = loaded.and_then(|c| {
-        for dropped in config::dropped_protections(&server.settings().config, &c) {
+    let checked = loaded.inspect(|c| {
+        for dropped in config::dropped_protections(&server.settings().config, c) {
             tracing::warn!(protection = %dropped, "the reloaded configuration drops a protection");
         }
-        Ok(c)
     });
     match checked.and_then(|c| server.reload(c)) {
         Ok(()) => tracing::info!("configuration reloaded"),
