@@ -79,6 +79,30 @@ pub struct StreamGuard {
     /// Transfer-Encoding was given.
     content_length: Option<u64>,
     chunked: bool,
+    /// Why the guard last spoiled a head, if it did.
+    spoiled: Option<Spoil>,
+}
+
+/// Why a head was made invalid (counted and logged when hyper then refuses it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spoil {
+    /// A line ended in a bare LF.
+    BareLf,
+    /// A second Content-Length or Transfer-Encoding.
+    DuplicateFraming,
+    /// A Content-Length that is not one decimal number.
+    BadContentLength,
+}
+
+impl Spoil {
+    /// The label counted in /metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Spoil::BareLf => "bare_lf",
+            Spoil::DuplicateFraming => "duplicate_framing",
+            Spoil::BadContentLength => "bad_content_length",
+        }
+    }
 }
 
 impl Default for StreamGuard {
@@ -92,6 +116,7 @@ impl Default for StreamGuard {
             request_line: true,
             content_length: None,
             chunked: false,
+            spoiled: None,
         }
     }
 }
@@ -104,6 +129,11 @@ impl StreamGuard {
         } else {
             Framing::Sound
         }
+    }
+
+    /// Why the guard last spoiled a head, if it did.
+    pub fn spoiled(&self) -> Option<Spoil> {
+        self.spoiled
     }
 
     /// Check (and, where needed, spoil or rewrite) the next bytes read from the connection.
@@ -142,6 +172,7 @@ impl StreamGuard {
         let newline = at + offset;
         if !self.prev_cr {
             bytes[newline] = 0; // a bare LF
+            self.spoiled = Some(Spoil::BareLf);
         } else if self.line_empty {
             self.end_of_section();
         } else if self.state == State::Head {
@@ -195,14 +226,21 @@ impl StreamGuard {
             let parsed = parse_length(value, self.line_len == LINE);
             match (parsed, self.content_length.is_some() || self.chunked) {
                 (Some(n), false) => self.content_length = Some(n),
-                _ => bytes[newline] = 0,
+                (None, _) => self.spoil(bytes, newline, Spoil::BadContentLength),
+                (Some(_), true) => self.spoil(bytes, newline, Spoil::DuplicateFraming),
             }
         } else if line.starts_with(b"transfer-encoding:") {
             if self.content_length.is_some() || self.chunked {
-                bytes[newline] = 0;
+                self.spoil(bytes, newline, Spoil::DuplicateFraming);
             }
             self.chunked = true;
         }
+    }
+
+    /// Make the head invalid at its line end `newline`, for `why`.
+    fn spoil(&mut self, bytes: &mut [u8], newline: usize, why: Spoil) {
+        bytes[newline] = 0;
+        self.spoiled = Some(why);
     }
 
     /// Skip or follow body bytes from `at`; returns where the next unexamined byte is.

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
 use crate::access_log::{BodyPath, Exchange};
-use crate::framing::{Framing, StreamGuard};
+use crate::framing::{Framing, Spoil, StreamGuard};
 use crate::fs::OpenFile;
 use crate::protect::Pacer;
 use crate::server::Worker;
@@ -150,6 +150,8 @@ pub struct ConnShared {
     pub exchange: RefCell<Exchange>,
     /// Whether every byte read so far was well framed (the stream guard's verdict).
     pub framing: Cell<Framing>,
+    /// Why the stream guard last made a head invalid, if it did.
+    pub spoiled: Cell<Option<Spoil>>,
 }
 
 impl ConnShared {
@@ -184,6 +186,7 @@ impl ConnShared {
             requests: Cell::new(0),
             exchange: RefCell::new(Exchange::default()),
             framing: Cell::new(Framing::Sound),
+            spoiled: Cell::new(None),
         }
     }
 
@@ -557,6 +560,7 @@ impl AsyncRead for SendfileIo {
                     }
                     this.guard.scan(&mut buf.filled_mut()[before..]);
                     this.conn.framing.set(this.guard.framing());
+                    this.conn.spoiled.set(this.guard.spoiled());
                 }
                 Poll::Ready(Ok(()))
             }

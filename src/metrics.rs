@@ -164,6 +164,21 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
     }
     family(
         &mut out,
+        "sendfiled_early_refusals_total",
+        "counter",
+        "Requests refused by the parser or the stream guard before the service saw them, by reason.",
+    );
+    for (label, v) in crate::server::EarlyRefusal::LABELS
+        .iter()
+        .zip(s.early_refusals)
+    {
+        let _ = writeln!(
+            out,
+            "sendfiled_early_refusals_total{{reason=\"{label}\"}} {v}"
+        );
+    }
+    family(
+        &mut out,
         "sendfiled_body_refusals_total",
         "counter",
         "Request bodies refused (and their connections closed), by reason.",

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 
 use crate::config::Config;
+use crate::framing::Spoil;
 use crate::fs::cache::{Cached, FileCache};
 use crate::fs::{self, OpenError, OpenFile};
 use crate::io::{ConnShared, SendfileIo};
@@ -68,6 +69,45 @@ pub struct Worker {
     cache_fd_share: usize,
     /// When "out of descriptors" was last logged (once per [`LOG_DROP_WARNING`]).
     pub last_emfile_warning: Cell<Option<Instant>>,
+    /// When an early refusal was last logged, and how many went unlogged since.
+    early_refusal_log: Cell<(Option<Instant>, u64)>,
+}
+
+/// A request that hyper refused before the service saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyRefusal {
+    /// The stream guard made the head invalid.
+    Guard(Spoil),
+    /// The head was larger than `limits.header_bytes` or had too many fields (431).
+    HeadTooLarge,
+    /// Any other head hyper could not parse (400).
+    Malformed,
+}
+
+impl EarlyRefusal {
+    /// Every reason's label, in the order of their counters.
+    pub const LABELS: [&'static str; 5] = [
+        "bare_lf",
+        "duplicate_framing",
+        "bad_content_length",
+        "head_too_large",
+        "malformed",
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            EarlyRefusal::Guard(Spoil::BareLf) => 0,
+            EarlyRefusal::Guard(Spoil::DuplicateFraming) => 1,
+            EarlyRefusal::Guard(Spoil::BadContentLength) => 2,
+            EarlyRefusal::HeadTooLarge => 3,
+            EarlyRefusal::Malformed => 4,
+        }
+    }
+
+    /// The label counted in /metrics.
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
 }
 
 /// Access-log bytes a worker buffers before writing them out.
@@ -141,6 +181,24 @@ impl Worker {
             let batch = std::mem::replace(&mut *buf, Vec::with_capacity(LOG_BATCH + 1024));
             self.hand_to_log(log, batch);
         }
+    }
+
+    /// Count (and log, at most once a second per worker) a request refused before the service.
+    pub fn count_early_refusal(&self, reason: EarlyRefusal, client: SocketAddr) {
+        WorkerStats::add(&self.stats().early_refusals[reason.index()], 1);
+        let now = Instant::now();
+        let (last, quiet) = self.early_refusal_log.get();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            self.early_refusal_log.set((last, quiet + 1));
+            return;
+        }
+        self.early_refusal_log.set((Some(now), 0));
+        tracing::info!(
+            client = %client,
+            reason = reason.label(),
+            not_logged_since_last = quiet,
+            "request refused before it reached the service"
+        );
     }
 
     /// Write out buffered access-log lines.
@@ -593,6 +651,7 @@ impl Worker {
             last_drop_warning: Cell::new(None),
             cache_fd_share,
             last_emfile_warning: Cell::new(None),
+            early_refusal_log: Cell::new((None, 0)),
             archives,
             connections,
             bodies,
@@ -835,6 +894,24 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+        if let Some(reason) = early_refusal(&e, conn_for_log.spoiled.get()) {
+            worker.count_early_refusal(reason, peer);
+        }
     }
     conn_for_log.finish_exchange(true);
+}
+
+/// Why hyper refused a request before the service saw it (it answered 400 or 431 itself), if
+/// it did: the stream guard's reason when it spoiled the head, else hyper's parse error.
+fn early_refusal(e: &hyper::Error, spoiled: Option<Spoil>) -> Option<EarlyRefusal> {
+    if e.is_parse_too_large() {
+        return Some(EarlyRefusal::HeadTooLarge);
+    }
+    if !e.is_parse() {
+        return None;
+    }
+    Some(match spoiled {
+        Some(why) => EarlyRefusal::Guard(why),
+        None => EarlyRefusal::Malformed,
+    })
 }

@@ -116,6 +116,8 @@ counters! {
     responses[25],
     /// Request durations, non-cumulative counts per bucket of [`DURATION_BUCKETS`] plus +Inf.
     duration_buckets[18],
+    /// Requests refused before the service, by [`crate::server::EarlyRefusal::LABELS`].
+    early_refusals[5],
     /// Request bodies refused, by [`crate::request_body::BodyError`] (its discriminant).
     body_refusals[5],
     }

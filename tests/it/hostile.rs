@@ -613,3 +613,39 @@ fn a_reload_refuses_an_empty_file_and_warns_about_dropped_protections() {
         "{log}"
     );
 }
+
+#[test]
+fn requests_refused_before_the_service_are_counted_by_reason() {
+    let t = small_tree();
+    let s = Server::start(&t.root(), "");
+    let cases: [(&[u8], usize); 5] = [
+        (b"GET /a.txt HTTP/1.1\nHost: t\r\n\r\n", 0),
+        (
+            b"GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            1,
+        ),
+        (
+            b"GET /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\n",
+            2,
+        ),
+        (b"GET /a.txt HTTP/1.1\r\nHost: t\r\nX-Big: %\r\n\r\n", 3),
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+            4,
+        ),
+    ];
+    for (raw, reason) in cases {
+        let big;
+        let raw = if reason == 3 {
+            big = String::from_utf8_lossy(raw).replace('%', &"x".repeat(40_000));
+            big.as_bytes()
+        } else {
+            raw
+        };
+        let (statuses, closed) = converse(&s, raw);
+        assert!(matches!(statuses.as_slice(), [400] | [431]), "{statuses:?}");
+        assert!(closed);
+        let counts = s.settled_stats().early_refusals;
+        assert_eq!(counts[reason], 1, "reason {reason}: {counts:?}");
+    }
+}
