@@ -12,7 +12,7 @@ secs="${SECONDS_PER_TARGET:-60}"
 rustup toolchain list | grep -q nightly || { echo "fuzz: needs a nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 targets=("$@")
-((${#targets[@]})) || targets=(path range conditional signature zip_roundtrip)
+((${#targets[@]})) || targets=(path range conditional signature zip_roundtrip stream_guard host)
 for t in "${targets[@]}"; do
   echo "== fuzz $t for ${secs}s"
   cargo +nightly fuzz run "$t" -- -max_total_time="$secs" -rss_limit_mb=4096
