@@ -3,7 +3,7 @@
 //! or a FIFO cannot make the server read forever or run out of memory.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The largest configuration file read.
 pub const MAX_CONFIG_FILE: u64 = 1 << 20;
@@ -32,4 +32,32 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, String> {
         return Err(format!("grew past the {max} bytes allowed"));
     }
     Ok(bytes)
+}
+
+/// Shortest accepted key (bytes of the key file, trailing whitespace removed).
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// Read a key file: its bytes with trailing whitespace removed, at least [`MIN_KEY_BYTES`].
+pub fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
+    let mut bytes = read_regular(path, MAX_KEY_FILE)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    if bytes.len() < MIN_KEY_BYTES {
+        return Err(format!(
+            "{} holds {} bytes; a key needs at least {MIN_KEY_BYTES} (try: head -c 32 /dev/urandom | base64 > {})",
+            path.display(),
+            bytes.len(),
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// One configured key: its id and file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySource {
+    pub id: String,
+    pub file: PathBuf,
 }

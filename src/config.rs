@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::sys::SymlinkRule;
 
 /// A configuration problem, printed as one line: `<file>: <key>: <what is wrong>`.
 #[derive(Debug)]
@@ -80,16 +79,42 @@ pub enum DotfileRule {
     Allow,
 }
 
-/// Symlink rule as written in the file.
+/// How symbolic links met while resolving a request path are treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SymlinkText {
-    /// Refuse every symlink.
+pub enum SymlinkRule {
+    /// Any symlink in the path is refused.
     Deny,
-    /// Follow relative symlinks that stay beneath the root.
+    /// Symlinks are followed while they stay beneath the root (relative targets only).
     InsideRoot,
-    /// Follow all symlinks.
+    /// Symlinks are followed wherever they point (the operator trusts the tree).
     Follow,
+}
+
+/// How archive entries are stored (the `compress` parameter and `zip.compress`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compress {
+    /// Deflate text where it pays, store media and already-compressed data.
+    Auto,
+    /// Store everything (always sized and resumable).
+    Store,
+    /// Deflate every file.
+    Deflate,
+}
+
+impl std::str::FromStr for Compress {
+    type Err = String;
+
+    /// The query parameter's spelling, the same as the file's.
+    fn from_str(v: &str) -> Result<Compress, String> {
+        match v {
+            "auto" => Ok(Compress::Auto),
+            "store" => Ok(Compress::Store),
+            "deflate" => Ok(Compress::Deflate),
+            _ => Err(format!("compress={v:?} is not auto, store or deflate")),
+        }
+    }
 }
 
 /// The file as read: every key optional so that defaults and CLI flags can fill the gaps.
@@ -99,7 +124,7 @@ pub struct RawConfig {
     pub root: Option<PathBuf>,
     pub listen: Option<Vec<String>>,
     pub workers: Option<usize>,
-    pub symlinks: Option<SymlinkText>,
+    pub symlinks: Option<SymlinkRule>,
     pub dotfiles: Option<DotfileRule>,
     pub index: Option<String>,
     pub max_ranges: Option<usize>,
@@ -199,7 +224,7 @@ pub struct RawClients {
 pub struct RawZip {
     pub enabled: Option<bool>,
     pub root_name: Option<String>,
-    pub compress: Option<CompressText>,
+    pub compress: Option<Compress>,
     pub level: Option<u32>,
     pub max_entries: Option<usize>,
     pub max_bytes: Option<SizeText>,
@@ -209,14 +234,6 @@ pub struct RawZip {
     pub max_depth: Option<usize>,
 }
 
-/// `compress` as written in the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CompressText {
-    Auto,
-    Store,
-    Deflate,
-}
 
 /// `[limits]`: request size limits and timeouts.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -329,7 +346,7 @@ pub struct OpenFileCacheSettings {
 pub struct ZipSettings {
     pub enabled: bool,
     pub root_name: String,
-    pub compress: crate::zip::manifest::Compress,
+    pub compress: Compress,
     pub level: u32,
     pub max_entries: usize,
     pub max_bytes: u64,
@@ -359,7 +376,7 @@ pub struct AccessLogSettings {
 /// Signed links.
 #[derive(Clone, Debug, Default)]
 pub struct SigningSettings {
-    pub keys: Vec<crate::protect::signing::KeySource>,
+    pub keys: Vec<crate::bounded_read::KeySource>,
     /// Leading and trailing `/`.
     pub protected: Vec<String>,
 }
@@ -368,7 +385,7 @@ pub struct SigningSettings {
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
     pub max_connections: usize,
-    pub limits: crate::protect::clients::ClientLimits,
+    pub limits: ClientLimits,
     /// The free burst of a link that carries `rate=` outside any `[[bandwidth]]` rule.
     pub link_rate_burst: u64,
 }
@@ -389,7 +406,7 @@ pub struct Config {
     pub zip: ZipSettings,
     pub cache_control: Vec<CacheRule>,
     pub signing: SigningSettings,
-    pub bandwidth: Vec<crate::protect::BandwidthRule>,
+    pub bandwidth: Vec<BandwidthRule>,
     pub clients: ClientSettings,
     pub access_log: AccessLogSettings,
     /// Precompressed variants, in the server's order of preference (empty = off).
@@ -400,6 +417,29 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Where the configuration came from, for messages.
     pub source: Option<PathBuf>,
+}
+
+/// The per-client policy.
+#[derive(Clone, Debug)]
+pub struct ClientLimits {
+    /// Concurrent connections from one address; 0 = no cap.
+    pub max_connections_per_ip: usize,
+    /// Requests per second from one address (sustained); 0 = no limit.
+    pub requests_per_second: f64,
+    /// Requests an address may make at once above the rate.
+    pub request_burst: f64,
+    /// Addresses the per-IP rules do not apply to (load balancers, CDN edges).
+    pub exempt: Vec<crate::cidr::Cidr>,
+}
+
+/// A bandwidth rule: responses under `prefix` leave at `rate` bytes per second after a free
+/// `burst` (nginx's limit_rate and limit_rate_after).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BandwidthRule {
+    /// Leading and trailing `/` (or just `/` for everything).
+    pub prefix: String,
+    pub rate: u64,
+    pub burst: u64,
 }
 
 /// Defaults, in one place (docs/configuration.md lists the same values).
@@ -534,11 +574,7 @@ impl Config {
             Some(n) => n,
         };
 
-        let symlinks = match raw.symlinks.unwrap_or(SymlinkText::InsideRoot) {
-            SymlinkText::Deny => SymlinkRule::Deny,
-            SymlinkText::InsideRoot => SymlinkRule::InsideRoot,
-            SymlinkText::Follow => SymlinkRule::Follow,
-        };
+        let symlinks = raw.symlinks.unwrap_or(SymlinkRule::InsideRoot);
         let index = raw
             .index
             .clone()
@@ -689,11 +725,7 @@ impl Config {
         let zip = ZipSettings {
             enabled: z.enabled.unwrap_or(true),
             root_name,
-            compress: match z.compress.unwrap_or(CompressText::Auto) {
-                CompressText::Auto => crate::zip::manifest::Compress::Auto,
-                CompressText::Store => crate::zip::manifest::Compress::Store,
-                CompressText::Deflate => crate::zip::manifest::Compress::Deflate,
-            },
+            compress: z.compress.unwrap_or(Compress::Auto),
             level,
             max_entries: z.max_entries.unwrap_or(defaults::ZIP_MAX_ENTRIES),
             max_bytes: size(&z.max_bytes, defaults::ZIP_MAX_BYTES)
@@ -850,11 +882,7 @@ impl Config {
             root: Some(self.root.clone()),
             listen: Some(self.listen.iter().map(|a| a.to_string()).collect()),
             workers: Some(self.workers),
-            symlinks: Some(match self.symlinks {
-                SymlinkRule::Deny => SymlinkText::Deny,
-                SymlinkRule::InsideRoot => SymlinkText::InsideRoot,
-                SymlinkRule::Follow => SymlinkText::Follow,
-            }),
+            symlinks: Some(self.symlinks),
             dotfiles: Some(self.dotfiles),
             index: Some(self.index.clone()),
             max_ranges: Some(self.max_ranges),
@@ -888,11 +916,7 @@ impl Config {
             zip: Some(RawZip {
                 enabled: Some(self.zip.enabled),
                 root_name: Some(self.zip.root_name.clone()),
-                compress: Some(match self.zip.compress {
-                    crate::zip::manifest::Compress::Auto => CompressText::Auto,
-                    crate::zip::manifest::Compress::Store => CompressText::Store,
-                    crate::zip::manifest::Compress::Deflate => CompressText::Deflate,
-                }),
+                compress: Some(self.zip.compress),
                 level: Some(self.zip.level),
                 max_entries: Some(self.zip.max_entries),
                 max_bytes: Some(SizeText::Bytes(self.zip.max_bytes)),
@@ -1014,7 +1038,7 @@ fn prefix(text: &str) -> Result<String, String> {
 fn check_signing(raw: RawSigning, file: Option<&Path>) -> Result<SigningSettings, ConfigError> {
     let err = |key: String, msg: String| ConfigError::new(file, key, msg);
     let base = file.and_then(Path::parent).unwrap_or(Path::new("."));
-    let mut keys: Vec<crate::protect::signing::KeySource> = Vec::new();
+    let mut keys: Vec<crate::bounded_read::KeySource> = Vec::new();
     for (i, k) in raw.keys.iter().enumerate() {
         if k.id.is_empty()
             || !k
@@ -1034,9 +1058,9 @@ fn check_signing(raw: RawSigning, file: Option<&Path>) -> Result<SigningSettings
             ));
         }
         let path = base.join(&k.file);
-        crate::protect::signing::read_key_file(&path)
+        crate::bounded_read::read_key_file(&path)
             .map_err(|m| err(format!("signing.keys[{i}].file"), m))?;
-        keys.push(crate::protect::signing::KeySource {
+        keys.push(crate::bounded_read::KeySource {
             id: k.id.clone(),
             file: path,
         });
@@ -1057,8 +1081,8 @@ fn check_signing(raw: RawSigning, file: Option<&Path>) -> Result<SigningSettings
 fn check_bandwidth(
     raw: &[RawBandwidthRule],
     file: Option<&Path>,
-) -> Result<Vec<crate::protect::BandwidthRule>, ConfigError> {
-    let mut rules: Vec<crate::protect::BandwidthRule> = Vec::new();
+) -> Result<Vec<BandwidthRule>, ConfigError> {
+    let mut rules: Vec<BandwidthRule> = Vec::new();
     for (i, r) in raw.iter().enumerate() {
         let err =
             |key: &str, msg: String| ConfigError::new(file, format!("bandwidth[{i}].{key}"), msg);
@@ -1071,7 +1095,7 @@ fn check_bandwidth(
             return Err(err("rate", format!("{rate} is below 1KiB per second")));
         }
         let burst = size(&r.burst, 0).map_err(|m| err("burst", m))?;
-        rules.push(crate::protect::BandwidthRule {
+        rules.push(BandwidthRule {
             prefix: p,
             rate,
             burst,
@@ -1100,12 +1124,12 @@ fn check_clients(raw: RawClients, file: Option<&Path>) -> Result<ClientSettings,
     let mut exempt = Vec::new();
     for (i, c) in raw.exempt.unwrap_or_default().iter().enumerate() {
         exempt.push(
-            crate::protect::clients::Cidr::parse(c).map_err(|m| err(&format!("exempt[{i}]"), m))?,
+            crate::cidr::Cidr::parse(c).map_err(|m| err(&format!("exempt[{i}]"), m))?,
         );
     }
     Ok(ClientSettings {
         max_connections,
-        limits: crate::protect::clients::ClientLimits {
+        limits: ClientLimits {
             max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(0),
             requests_per_second: rps,
             request_burst: f64::from(burst),
@@ -1117,8 +1141,13 @@ fn check_clients(raw: RawClients, file: Option<&Path>) -> Result<ClientSettings,
 }
 
 /// Parse a size such as `"2MiB"` (for values that arrive outside the file, e.g. in a link).
-pub fn parse_size_text(text: &str) -> Result<u64, String> {
-    parse_size(&SizeText::Text(text.to_string()))
+pub use crate::units::{parse_duration, parse_size_text};
+
+fn parse_size(v: &SizeText) -> Result<u64, String> {
+    match v {
+        SizeText::Bytes(n) => Ok(*n),
+        SizeText::Text(t) => parse_size_text(t),
+    }
 }
 
 /// The access log's path must be a file (or not exist yet) in an existing folder.
@@ -1197,52 +1226,6 @@ fn size(v: &Option<SizeText>, default: u64) -> Result<u64, String> {
         None => Ok(default),
         Some(v) => parse_size(v),
     }
-}
-
-fn parse_size(v: &SizeText) -> Result<u64, String> {
-    let text = match v {
-        SizeText::Bytes(n) => return Ok(*n),
-        SizeText::Text(t) => t.trim(),
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 512, 16KiB, 2MiB or 1GiB"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KB" | "KiB" | "k" => 1 << 10,
-        "M" | "MB" | "MiB" | "m" => 1 << 20,
-        "G" | "GB" | "GiB" | "g" => 1 << 30,
-        "T" | "TB" | "TiB" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit (use B, KiB, MiB, GiB or TiB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// Parse `"10s"`, `"500ms"`, `"2m"`, `"1h"` or `"30"` (seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms, 2m or 1h"))?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
-    };
-    Ok(d)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod bounded_read;
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod framing;
@@ -37,6 +38,7 @@ pub mod settings;
 pub mod stats;
 pub mod sys;
 pub mod systemd;
+pub mod units;
 pub mod zip;
 
 pub use server::{start, RunningServer};

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
 fn sign(args: &sendfiled::cli::SignArgs) -> Result<String, String> {
     use sendfiled::protect::signing::{self, MethodClass, SignRequest};
     let key = signing::read_key_file(&args.key_file)?;
-    let ttl = sendfiled::config::parse_duration(&args.expires_in)
+    let ttl = sendfiled::units::parse_duration(&args.expires_in)
         .map_err(|e| format!("--expires-in: {e}"))?;
     let method = match args.method.to_ascii_uppercase().as_str() {
         "GET" | "HEAD" => MethodClass::Read,
@@ -66,7 +66,7 @@ fn sign(args: &sendfiled::cli::SignArgs) -> Result<String, String> {
     };
     let mut extra = Vec::new();
     if let Some(rate) = &args.rate {
-        let bytes = sendfiled::config::parse_size_text(rate).map_err(|e| format!("--rate: {e}"))?;
+        let bytes = sendfiled::units::parse_size_text(rate).map_err(|e| format!("--rate: {e}"))?;
         extra.push(("rate".to_string(), bytes.to_string()));
     }
     signing::signed_target(SignRequest {

@@ -14,15 +14,7 @@ use crate::config::Config;
 use clients::ClientTable;
 use signing::{Denial, Grant, KeyRing, MethodClass};
 
-/// A bandwidth rule: responses under `prefix` leave at `rate` bytes per second after a free
-/// `burst` (nginx's limit_rate and limit_rate_after).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BandwidthRule {
-    /// Leading and trailing `/` (or just `/` for everything).
-    pub prefix: String,
-    pub rate: u64,
-    pub burst: u64,
-}
+pub use crate::config::BandwidthRule;
 
 /// Everything the protections need, shared by the workers.
 pub struct Protection {

@@ -9,7 +9,7 @@
 //! its folder, so its signature covers only what it grants beyond access (`rate`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,10 +18,9 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+pub use crate::bounded_read::{read_key_file, KeySource, MIN_KEY_BYTES};
 
-/// Shortest accepted key (bytes of the key file, trailing whitespace removed).
-pub const MIN_KEY_BYTES: usize = 16;
+type HmacSha256 = Hmac<Sha256>;
 
 /// How often, at most, key files are checked for changes.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -155,31 +154,6 @@ fn signature_matches(key: &[u8], message: &[u8], sig: &[u8]) -> bool {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(message);
     mac.verify_slice(sig).is_ok()
-}
-
-/// Read a key file: its bytes with trailing whitespace removed, at least [`MIN_KEY_BYTES`].
-pub fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
-    let mut bytes = crate::bounded_read::read_regular(path, crate::bounded_read::MAX_KEY_FILE)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-        bytes.pop();
-    }
-    if bytes.len() < MIN_KEY_BYTES {
-        return Err(format!(
-            "{} holds {} bytes; a key needs at least {MIN_KEY_BYTES} (try: head -c 32 /dev/urandom | base64 > {})",
-            path.display(),
-            bytes.len(),
-            path.display()
-        ));
-    }
-    Ok(bytes)
-}
-
-/// One configured key: its id and file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeySource {
-    pub id: String,
-    pub file: PathBuf,
 }
 
 /// What identifies one version of a key file.
@@ -331,7 +305,7 @@ impl KeyRing {
             .map_err(|_| Denial::Malformed)?;
         let rate = match rate {
             None => None,
-            Some(r) => Some(crate::config::parse_size_text(&r).map_err(|_| Denial::Malformed)?),
+            Some(r) => Some(crate::units::parse_size_text(&r).map_err(|_| Denial::Malformed)?),
         };
         let key = self.key(&kid).ok_or(Denial::UnknownKey)?;
         let scope = match &prefix {

@@ -8,16 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// How symbolic links met while resolving a request path are treated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SymlinkRule {
-    /// Any symlink in the path is refused.
-    Deny,
-    /// Symlinks are followed while they stay beneath the root (relative targets only).
-    InsideRoot,
-    /// Symlinks are followed wherever they point (the operator trusts the tree).
-    Follow,
-}
+pub use crate::config::SymlinkRule;
 
 static OPENAT2_MISSING: AtomicBool = AtomicBool::new(false);
 

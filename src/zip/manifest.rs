@@ -15,16 +15,7 @@ use super::format::{self, Kind};
 use crate::config::{DotfileRule, SymlinkRule};
 use crate::fs::{self, FileKey, OpenError};
 
-/// How the client asked entries to be stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compress {
-    /// Deflate text where it pays, store media and already-compressed data.
-    Auto,
-    /// Store everything (always sized and resumable).
-    Store,
-    /// Deflate every file.
-    Deflate,
-}
+pub use crate::config::Compress;
 
 /// One entry.
 #[derive(Clone, Debug)]

@@ -46,7 +46,7 @@ impl ZipRequest {
                 "download" => wants_zip = v == "zip",
                 "path" => req.paths.push(v.into_owned()),
                 "name" => req.name = Some(v.into_owned()),
-                "compress" => req.compress = parse_compress(&v)?,
+                "compress" => req.compress = v.parse()?,
                 "level" => req.level = parse_level(&v)?,
                 _ => {}
             }
@@ -78,7 +78,7 @@ impl ZipRequest {
             self.name = b.name;
         }
         if let Some(c) = b.compress {
-            self.compress = parse_compress(&c)?;
+            self.compress = c.parse()?;
         }
         if let Some(l) = b.level {
             self.level = parse_level(&l.to_string())?;
@@ -135,15 +135,6 @@ fn inside(signed: &str, p: &str) -> bool {
     normal
         && !b.is_empty()
         && (a.is_empty() || b == a || (b.starts_with(&a) && b.as_bytes()[a.len()] == b'/'))
-}
-
-fn parse_compress(v: &str) -> Result<Compress, String> {
-    match v {
-        "auto" => Ok(Compress::Auto),
-        "store" => Ok(Compress::Store),
-        "deflate" => Ok(Compress::Deflate),
-        _ => Err(format!("compress={v:?} is not auto, store or deflate")),
-    }
 }
 
 fn parse_level(v: &str) -> Result<u32, String> {

@@ -4,6 +4,8 @@
 
 mod support;
 
+/// The module graph read from the source: its arrows run one way.
+mod architecture;
 /// CDN features: precompressed variants and directory listings.
 mod cdn;
 /// Start-up, config errors and `check-config`, through the real binary.
