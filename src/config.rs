@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-
 /// A configuration problem, printed as one line: `<file>: <key>: <what is wrong>`.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -233,7 +232,6 @@ pub struct RawZip {
     pub max_request_body: Option<SizeText>,
     pub max_depth: Option<usize>,
 }
-
 
 /// `[limits]`: request size limits and timeouts.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -1123,9 +1121,7 @@ fn check_clients(raw: RawClients, file: Option<&Path>) -> Result<ClientSettings,
     }
     let mut exempt = Vec::new();
     for (i, c) in raw.exempt.unwrap_or_default().iter().enumerate() {
-        exempt.push(
-            crate::cidr::Cidr::parse(c).map_err(|m| err(&format!("exempt[{i}]"), m))?,
-        );
+        exempt.push(crate::cidr::Cidr::parse(c).map_err(|m| err(&format!("exempt[{i}]"), m))?);
     }
     Ok(ClientSettings {
         max_connections,

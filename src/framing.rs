@@ -64,6 +64,38 @@ pub enum Framing {
     Broken,
 }
 
+/// A request that hyper refused before the service saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyRefusal {
+    /// The stream guard made the head invalid.
+    Guard(Spoil),
+    /// The head was larger than `limits.header_bytes` or had too many fields (431).
+    HeadTooLarge,
+    /// Any other head hyper could not parse (400).
+    Malformed,
+}
+
+impl EarlyRefusal {
+    /// Every reason's label, in the order of their counters.
+    pub const LABELS: [&'static str; 5] = crate::stats::EARLY_REFUSAL_LABELS;
+
+    /// Its counter's index in `early_refusals`.
+    pub fn index(self) -> usize {
+        match self {
+            EarlyRefusal::Guard(Spoil::BareLf) => 0,
+            EarlyRefusal::Guard(Spoil::DuplicateFraming) => 1,
+            EarlyRefusal::Guard(Spoil::BadContentLength) => 2,
+            EarlyRefusal::HeadTooLarge => 3,
+            EarlyRefusal::Malformed => 4,
+        }
+    }
+
+    /// The label counted in /metrics.
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+}
+
 /// The per-connection guard.
 #[derive(Debug)]
 pub struct StreamGuard {

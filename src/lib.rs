@@ -18,10 +18,13 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod body_budget;
 pub mod bounded_read;
+pub mod chunk;
 pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod framing;
 pub mod fs;
 pub mod http;
@@ -39,6 +42,7 @@ pub mod stats;
 pub mod sys;
 pub mod systemd;
 pub mod units;
+pub mod worker;
 pub mod zip;
 
 pub use server::{start, RunningServer};

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::access_log::METHODS;
-use crate::stats::{Snapshot, DURATION_BUCKETS};
+use crate::stats::{Snapshot, BODY_REFUSAL_LABELS, DURATION_BUCKETS, EARLY_REFUSAL_LABELS};
 
 /// What the exposition needs besides the counters.
 pub struct Gauges {
@@ -168,10 +168,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         "counter",
         "Requests refused by the parser or the stream guard before the service saw them, by reason.",
     );
-    for (label, v) in crate::server::EarlyRefusal::LABELS
-        .iter()
-        .zip(s.early_refusals)
-    {
+    for (label, v) in EARLY_REFUSAL_LABELS.iter().zip(s.early_refusals) {
         let _ = writeln!(
             out,
             "sendfiled_early_refusals_total{{reason=\"{label}\"}} {v}"
@@ -183,12 +180,10 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         "counter",
         "Request bodies refused (and their connections closed), by reason.",
     );
-    for (i, why) in crate::request_body::BodyError::ALL.iter().enumerate() {
+    for (label, v) in BODY_REFUSAL_LABELS.iter().zip(s.body_refusals) {
         let _ = writeln!(
             out,
-            "sendfiled_body_refusals_total{{reason=\"{}\"}} {}",
-            why.label(),
-            s.body_refusals[i]
+            "sendfiled_body_refusals_total{{reason=\"{label}\"}} {v}"
         );
     }
     family(

@@ -9,7 +9,7 @@
 //! is answered, and refuses a larger one with 413.
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +19,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::body_budget::BodyBudget;
+use crate::conn::ConnShared;
 use crate::framing::Framing;
-use crate::io::ConnShared;
 
 /// The largest body read (and dropped) on a request that has no use for one.
 pub const DISCARD_LIMIT: usize = 64 * 1024;
@@ -44,15 +45,6 @@ pub enum BodyError {
 }
 
 impl BodyError {
-    /// Every reason, in the order of their counters.
-    pub const ALL: [BodyError; 5] = [
-        BodyError::TooLarge,
-        BodyError::TooSlow,
-        BodyError::Malformed,
-        BodyError::NoMemory,
-        BodyError::Draining,
-    ];
-
     /// The status and the fixed text of the refusal.
     pub fn answer(self) -> (http::StatusCode, &'static str) {
         use http::StatusCode as S;
@@ -67,52 +59,7 @@ impl BodyError {
 
     /// The label counted in /metrics.
     pub fn label(self) -> &'static str {
-        match self {
-            BodyError::TooLarge => "too_large",
-            BodyError::TooSlow => "too_slow",
-            BodyError::Malformed => "malformed",
-            BodyError::NoMemory => "no_memory",
-            BodyError::Draining => "draining",
-        }
-    }
-}
-
-/// Bytes of request bodies held in memory by all workers, against a cap.
-#[derive(Debug)]
-pub struct BodyBudget {
-    held: AtomicUsize,
-    cap: AtomicUsize,
-}
-
-impl BodyBudget {
-    pub fn new(cap: usize) -> Self {
-        BodyBudget {
-            held: AtomicUsize::new(0),
-            cap: AtomicUsize::new(cap),
-        }
-    }
-
-    /// A reload may change the cap; bodies being read keep what they hold.
-    pub fn set_cap(&self, cap: usize) {
-        self.cap.store(cap, Ordering::Relaxed);
-    }
-
-    /// Bytes held now.
-    pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
-    }
-
-    fn take(&self, n: usize) -> bool {
-        let cap = self.cap.load(Ordering::Relaxed);
-        self.held
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-                h.checked_add(n).filter(|t| *t <= cap)
-            })
-            .is_ok()
-    }
-
-    fn give_back(&self, n: usize) {
-        self.held.fetch_sub(n, Ordering::Relaxed);
+        crate::stats::BODY_REFUSAL_LABELS[self as usize]
     }
 }
 

@@ -37,6 +37,24 @@ macro_rules! counters {
     };
 }
 
+/// Labels of `early_refusals`, in counter order (see [`crate::framing::EarlyRefusal`]).
+pub const EARLY_REFUSAL_LABELS: [&str; 5] = [
+    "bare_lf",
+    "duplicate_framing",
+    "bad_content_length",
+    "head_too_large",
+    "malformed",
+];
+
+/// Labels of `body_refusals`, in counter order (see [`crate::request_body::BodyError`]).
+pub const BODY_REFUSAL_LABELS: [&str; 5] = [
+    "too_large",
+    "too_slow",
+    "malformed",
+    "no_memory",
+    "draining",
+];
+
 /// Upper bounds (seconds) of the request-duration histogram's buckets; one more counts the rest.
 pub const DURATION_BUCKETS: [f64; 17] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -116,9 +134,9 @@ counters! {
     responses[25],
     /// Request durations, non-cumulative counts per bucket of [`DURATION_BUCKETS`] plus +Inf.
     duration_buckets[18],
-    /// Requests refused before the service, by [`crate::server::EarlyRefusal::LABELS`].
+    /// Requests refused before the service, by [`EARLY_REFUSAL_LABELS`].
     early_refusals[5],
-    /// Request bodies refused, by [`crate::request_body::BodyError`] (its discriminant).
+    /// Request bodies refused, by [`BODY_REFUSAL_LABELS`].
     body_refusals[5],
     }
 }

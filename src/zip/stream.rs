@@ -27,10 +27,10 @@ use tokio::task::JoinHandle;
 use super::crc;
 use super::format::{self, Kind, BLOCK};
 use super::manifest::Manifest;
-use crate::body::{Chunk, FileBuf};
+use crate::chunk::{Chunk, FileBuf};
 use crate::config::SymlinkRule;
+use crate::conn::ConnShared;
 use crate::fs::{self, FileKey, OpenFile};
-use crate::io::ConnShared;
 use crate::pool::{PooledBuf, PooledSlice};
 
 /// Central directory records are batched into buffers of about this size.

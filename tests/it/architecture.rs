@@ -73,7 +73,11 @@ fn arrows(known: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>
             .collect();
         if let Some(parent) = &parent {
             for p in paths_after(code, "super::") {
-                let full = if p.is_empty() { parent.clone() } else { format!("{parent}::{p}") };
+                let full = if p.is_empty() {
+                    parent.clone()
+                } else {
+                    format!("{parent}::{p}")
+                };
                 targets.extend(resolve(&full, known));
             }
         }
