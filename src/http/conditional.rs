@@ -1,6 +1,7 @@
 //! Conditional requests (RFC 9110 §13): evaluate If-Match, If-Unmodified-Since, If-None-Match and
 //! If-Modified-Since in the order of §13.2.2, and If-Range for range requests. Pure; no I/O.
 
+use super::trim_ows;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE};
@@ -55,7 +56,7 @@ pub fn evaluate(headers: &HeaderMap, v: Validators<'_>) -> Precondition {
 /// strongly (a weak tag never does); a date must equal Last-Modified exactly. Anything else (bad
 /// syntax included) means "send the full representation".
 pub fn if_range_allows(value: &[u8], v: Validators<'_>) -> bool {
-    let value = trim(value);
+    let value = trim_ows(value);
     if value.starts_with(b"\"") || value.starts_with(b"W/") {
         return tag_equal(value, v.etag, Compare::Strong);
     }
@@ -81,7 +82,7 @@ fn list_matches<'a>(
     how: Compare,
 ) -> bool {
     for value in values {
-        let mut rest = trim(value.as_bytes());
+        let mut rest = trim_ows(value.as_bytes());
         if rest == b"*" {
             return true;
         }
@@ -92,9 +93,9 @@ fn list_matches<'a>(
             if tag_equal(tag, etag, how) {
                 return true;
             }
-            rest = trim(after);
+            rest = trim_ows(after);
             match rest.first() {
-                Some(b',') => rest = trim(&rest[1..]),
+                Some(b',') => rest = trim_ows(&rest[1..]),
                 None => {}
                 Some(_) => return false,
             }
@@ -136,16 +137,6 @@ fn unix_secs(t: SystemTime) -> Option<u64> {
     t.duration_since(UNIX_EPOCH)
         .ok()
         .map(|d: Duration| d.as_secs())
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]

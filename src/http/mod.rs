@@ -1,9 +1,22 @@
 //! HTTP semantics that do not depend on sockets or files: Range ([`range`]), preconditions
 //! ([`conditional`]), download names ([`disposition`]), content-coding negotiation
-//! ([`encoding`]) and Host syntax ([`host`]). All pure functions with table tests.
+//! ([`encoding`]), Host syntax ([`host`]) and the precondition-and-range gate every
+//! representation passes ([`gate`]). All pure functions with table tests.
 
 pub mod conditional;
 pub mod disposition;
 pub mod encoding;
+pub mod gate;
 pub mod host;
 pub mod range;
+
+/// Optional whitespace (RFC 9110 §5.6.3: spaces and tabs) removed from both ends.
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}

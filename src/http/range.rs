@@ -6,6 +6,7 @@
 //! - more than `max_ranges` specs, or specs whose lengths add up to more than the
 //!   representation (nginx's rule), get the full 200 instead.
 
+use super::trim_ows;
 use smallvec::SmallVec;
 
 /// An inclusive byte range `[first, last]` of a representation.
@@ -119,20 +120,20 @@ fn coalesce(ranges: &mut Ranges) {
 /// Parse `bytes=spec, spec, ...` into `out`. `None` for anything not valid ranges-specifier syntax
 /// or for more than `max` specs. Numbers saturate at u64::MAX (a 20-digit position is valid syntax).
 fn parse(header: &[u8], out: &mut SmallVec<[Spec; 4]>, max: usize) -> Option<()> {
-    let s = trim(header);
+    let s = trim_ows(header);
     let eq = s.iter().position(|&b| b == b'=')?;
-    if !trim(&s[..eq]).eq_ignore_ascii_case(b"bytes") {
+    if !trim_ows(&s[..eq]).eq_ignore_ascii_case(b"bytes") {
         return None;
     }
     let mut any = false;
     for item in s[eq + 1..].split(|&b| b == b',') {
-        let item = trim(item);
+        let item = trim_ows(item);
         if item.is_empty() {
             // RFC 9110 list syntax allows empty elements; they carry no range.
             continue;
         }
         let dash = item.iter().position(|&b| b == b'-')?;
-        let (a, b) = (trim(&item[..dash]), trim(&item[dash + 1..]));
+        let (a, b) = (trim_ows(&item[..dash]), trim_ows(&item[dash + 1..]));
         let spec = if a.is_empty() {
             Spec::Suffix(number(b)?)
         } else {
@@ -161,16 +162,6 @@ fn number(digits: &[u8]) -> Option<u64> {
     Some(digits.iter().fold(0u64, |n, &d| {
         n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
     }))
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]

@@ -9,10 +9,11 @@ use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::body::Body;
 use crate::conn::ConnShared;
-use crate::http::conditional::{self, Precondition, Validators};
+use crate::http::conditional::Validators;
 use crate::http::disposition;
-use crate::http::range::RangeOutcome;
+use crate::http::gate::{self, Decision};
 use crate::protect::Admission;
+use crate::settings::Settings;
 use crate::stats::WorkerStats;
 use crate::zip::manifest::{self, BuildInput, Manifest, ManifestError, Selection};
 use crate::zip::stream::{ArchivePermit, ZipStream};
@@ -21,7 +22,6 @@ use hyper::body::Incoming;
 
 use super::bodies::read_body;
 use super::existing_dir;
-use super::file::range_outcome;
 use super::reply::*;
 
 pub(super) const APPLICATION_ZIP: HeaderValue = HeaderValue::from_static("application/zip");
@@ -38,8 +38,8 @@ pub(super) fn archive_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> 
 }
 
 /// Answer an archive request for the directory `dir` (relative to the root): read the
-/// selection, take a slot, build the manifest on the blocking pool, then evaluate preconditions
-/// and Range against the archive as one representation.
+/// selection, take a slot, build the manifest on the blocking pool, then pass the archive
+/// through the gate as one representation.
 pub(super) async fn answer(
     conn: Rc<ConnShared>,
     parts: http::request::Parts,
@@ -47,42 +47,15 @@ pub(super) async fn answer(
     dir: String,
     admission: Admission,
 ) -> Response<Body> {
-    let worker = conn.worker.clone();
     // Held across awaits: this request keeps the settings it started with through a reload.
-    let settings = worker.settings();
+    let settings = conn.worker.settings();
     let zc = &settings.config.zip;
-    let mut request =
-        match ZipRequest::from_query(parts.uri.query().unwrap_or(""), zc.compress, zc.level) {
-            Ok(Some(r)) => r,
-            Ok(None) => return error(&conn, StatusCode::BAD_REQUEST, "not an archive request\n"),
-            Err(msg) => return text_error(&conn, StatusCode::BAD_REQUEST, msg),
-        };
-    if let (true, Some(body)) = (parts.method == Method::POST, body) {
-        let selection = match read_body(&conn, body, zc.max_request_body).await {
-            Ok(bytes) => bytes,
-            Err(refusal) => return refusal,
-        };
-        // A signed path link fixed the query: the body may narrow it, never widen it.
-        let pinned = admission.grant.as_ref().is_some_and(|g| g.prefix.is_none());
-        let merged = if pinned {
-            request.merge_json_pinned(&selection)
-        } else {
-            request.merge_json(&selection).map_err(PinError::Malformed)
-        };
-        match merged {
-            Ok(()) => {}
-            Err(PinError::Malformed(msg)) => {
-                return text_error(&conn, StatusCode::BAD_REQUEST, msg)
-            }
-            Err(PinError::Widened) => {
-                tracing::info!(client = %conn.peer, "a signed selection's body tried to widen it");
-                return forbidden(&conn);
-            }
-        }
-    }
-    WorkerStats::add(&worker.stats().archives_total, 1);
-    let Some(permit) = ArchivePermit::try_acquire(&worker.archives, zc.max_concurrent).map(Some)
-    else {
+    let request = match selection(&conn, &parts, body, &admission, zc).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
+    };
+    WorkerStats::add(&conn.worker.stats().archives_total, 1);
+    let Some(permit) = ArchivePermit::try_acquire(&conn.worker.archives, zc.max_concurrent) else {
         let mut resp = error(
             &conn,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -96,29 +69,93 @@ pub(super) async fn answer(
         Some(last) if !last.is_empty() => last.to_string(),
         _ => zc.root_name.clone(),
     };
-    let mut filename = request
-        .name
-        .as_deref()
+    let filename = download_name(request.name.as_deref(), &top);
+    let built = build_manifest(&conn, &settings, &admission, dir, top, request, permit).await;
+    let (m, permit) = match built {
+        Ok(done) => done,
+        Err(refusal) => return refusal,
+    };
+    respond(&conn, &parts, &settings, m, permit, &filename)
+}
+
+/// The archive request: its query, merged with a POST body's selection. A signed path link
+/// fixed the query, so its body may narrow the selection, never widen it (403).
+async fn selection(
+    conn: &Rc<ConnShared>,
+    parts: &http::request::Parts,
+    body: Option<Incoming>,
+    admission: &Admission,
+    zc: &crate::config::ZipSettings,
+) -> Result<ZipRequest, Response<Body>> {
+    let query = parts.uri.query().unwrap_or("");
+    let mut request = match ZipRequest::from_query(query, zc.compress, zc.level) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(error(
+                conn,
+                StatusCode::BAD_REQUEST,
+                "not an archive request\n",
+            ))
+        }
+        Err(msg) => return Err(text_error(conn, StatusCode::BAD_REQUEST, msg)),
+    };
+    let (true, Some(body)) = (parts.method == Method::POST, body) else {
+        return Ok(request);
+    };
+    let selection = read_body(conn, body, zc.max_request_body).await?;
+    let pinned = admission.grant.as_ref().is_some_and(|g| g.prefix.is_none());
+    let merged = if pinned {
+        request.merge_json_pinned(&selection)
+    } else {
+        request.merge_json(&selection).map_err(PinError::Malformed)
+    };
+    match merged {
+        Ok(()) => Ok(request),
+        Err(PinError::Malformed(msg)) => Err(text_error(conn, StatusCode::BAD_REQUEST, msg)),
+        Err(PinError::Widened) => {
+            tracing::info!(client = %conn.peer, "a signed selection's body tried to widen it");
+            Err(forbidden(conn))
+        }
+    }
+}
+
+/// The name the archive is saved under: the client's (cleaned), or the folder's, with `.zip`.
+fn download_name(asked: Option<&str>, top: &str) -> String {
+    let mut filename = asked
         .map(disposition::sanitize_name)
-        .unwrap_or_else(|| top.clone());
+        .unwrap_or_else(|| top.to_string());
     if !filename.to_ascii_lowercase().ends_with(".zip") {
         filename.push_str(".zip");
     }
+    filename
+}
 
-    let (root, symlinks, dotfiles) = (
-        worker.root().clone(),
-        settings.config.symlinks,
-        settings.config.dotfiles,
-    );
+/// Build the manifest on the blocking pool. The walk stops when the client leaves (this future
+/// is dropped), and the archive slot is held by the walk itself until it has really ended; it
+/// comes back with the manifest.
+async fn build_manifest(
+    conn: &Rc<ConnShared>,
+    settings: &Settings,
+    admission: &Admission,
+    dir: String,
+    top: String,
+    mut request: ZipRequest,
+    permit: ArchivePermit,
+) -> Result<(Arc<Manifest>, ArchivePermit), Response<Body>> {
+    let zc = &settings.config.zip;
     let limits = manifest::Limits {
         max_entries: zc.max_entries,
         max_bytes: zc.max_bytes,
         crc_ahead_max: zc.crc_ahead_max,
         max_depth: zc.max_depth,
     };
+    let (root, symlinks, dotfiles) = (
+        conn.worker.root().clone(),
+        settings.config.symlinks,
+        settings.config.dotfiles,
+    );
     let (compress, level) = (request.compress, request.level);
     let paths = std::mem::take(&mut request.paths);
-    let build_root = root.clone();
     // An unsigned archive of a folder leaves out the protected folders inside it; a signed one
     // (its signature covers the folder, or a prefix above it) holds everything.
     let exclude = if admission.grant.is_some() {
@@ -126,10 +163,8 @@ pub(super) async fn answer(
     } else {
         settings.protect.protected_below(&format!("/{dir}"))
     };
-    // The walk stops when the client leaves (this future is dropped), and the archive slot is
-    // held by the walk itself until it has really ended.
-    let cancel = CancelOnDrop(Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let shown_dir = format!("/{dir}");
+    let cancel = CancelOnDrop(Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let cancelled = cancel.0.clone();
     let built = tokio::task::spawn_blocking(move || {
         let selection = if paths.is_empty() {
@@ -138,7 +173,7 @@ pub(super) async fn answer(
             Selection::Paths(&paths)
         };
         let built = manifest::build(&BuildInput {
-            root: &build_root,
+            root: &root,
             dir_rel: &dir,
             top: &top,
             selection,
@@ -154,139 +189,109 @@ pub(super) async fn answer(
     })
     .await;
     drop(cancel);
-    let (built, permit) = match built {
-        Ok((built, permit)) => (Ok(built), permit),
-        Err(e) => (Err(e), None),
-    };
-    let Some(permit) = permit else {
-        return error(
-            &conn,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal server error\n",
-        );
-    };
-    let m = match built {
-        Ok(Ok(m)) => Arc::new(m),
-        Ok(Err(ManifestError::BadPath(msg))) => {
-            return text_error(&conn, StatusCode::BAD_REQUEST, msg + "\n")
-        }
-        Ok(Err(ManifestError::NotFound(msg))) => {
-            return text_error(&conn, StatusCode::NOT_FOUND, msg + "\n")
-        }
-        Ok(Err(ManifestError::TooLarge(msg))) => {
-            return text_error(&conn, StatusCode::FORBIDDEN, msg + "\n")
-        }
-        Ok(Err(ManifestError::Cancelled)) => {
-            return error(&conn, StatusCode::BAD_REQUEST, "client went away\n")
-        }
-        Ok(Err(ManifestError::Io(e))) => {
-            tracing::error!(error = %e, "cannot list a directory for an archive");
-            return error(
-                &conn,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal server error\n",
-            );
-        }
-        Err(_) => {
-            return error(
-                &conn,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal server error\n",
-            )
-        }
-    };
-
+    let (built, permit) = built.map_err(|_| internal_error(conn))?;
+    let m = built.map_err(|e| manifest_refusal(conn, e))?;
     if m.skipped > 0 {
-        WorkerStats::add(&worker.stats().archive_entries_skipped, m.skipped as u64);
+        WorkerStats::add(
+            &conn.worker.stats().archive_entries_skipped,
+            m.skipped as u64,
+        );
         tracing::info!(
             dir = %shown_dir,
             skipped = m.skipped,
             "files left out of an archive (unreadable, or a name with a backslash or control character)"
         );
     }
+    Ok((Arc::new(m), permit))
+}
+
+/// The answer to a manifest that could not be built: each reason names its culprit.
+fn manifest_refusal(conn: &Rc<ConnShared>, e: ManifestError) -> Response<Body> {
+    match e {
+        ManifestError::BadPath(msg) => text_error(conn, StatusCode::BAD_REQUEST, msg + "\n"),
+        ManifestError::NotFound(msg) => text_error(conn, StatusCode::NOT_FOUND, msg + "\n"),
+        ManifestError::TooLarge(msg) => text_error(conn, StatusCode::FORBIDDEN, msg + "\n"),
+        ManifestError::Cancelled => error(conn, StatusCode::BAD_REQUEST, "client went away\n"),
+        ManifestError::Io(e) => {
+            tracing::error!(error = %e, "cannot list a directory for an archive");
+            internal_error(conn)
+        }
+    }
+}
+
+/// The archive through the gate (a sized archive is one representation with validators; only
+/// GET gets a range, and only one: a multipart archive would help no client), then its body.
+fn respond(
+    conn: &Rc<ConnShared>,
+    parts: &http::request::Parts,
+    settings: &Settings,
+    m: Arc<Manifest>,
+    permit: ArchivePermit,
+    filename: &str,
+) -> Response<Body> {
     let is_head = parts.method == Method::HEAD;
-    let mut status = StatusCode::OK;
-    let mut span = (0, m.total_len);
+    let mut span = None;
     if m.sized {
         let validators = Validators {
             etag: &m.etag,
             last_modified: m.last_modified.max(0) as u64,
         };
-        match conditional::evaluate(&parts.headers, validators) {
-            Precondition::Proceed => {}
-            Precondition::NotModified => {
-                let mut resp = new_response(&conn, Body::empty(&conn));
-                *resp.status_mut() = StatusCode::NOT_MODIFIED;
-                archive_validators(resp.headers_mut(), &m);
-                return resp;
-            }
-            Precondition::Failed => {
-                return error(
-                    &conn,
-                    StatusCode::PRECONDITION_FAILED,
-                    "precondition failed\n",
-                )
-            }
-        }
-        if parts.method == Method::GET {
-            // Only single ranges: a multipart archive would help no client, and RFC 9110 lets a
-            // server send the whole representation instead.
-            match range_outcome(&parts.headers, m.total_len, validators, 1) {
-                RangeOutcome::Partial(r) if r.len() == 1 => {
-                    status = StatusCode::PARTIAL_CONTENT;
-                    span = (r[0].first, r[0].len());
-                }
-                RangeOutcome::Unsatisfiable => {
-                    let mut resp = error(
-                        &conn,
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        "range not satisfiable\n",
-                    );
-                    resp.headers_mut().insert(
-                        header::CONTENT_RANGE,
-                        content_range(format_args!("bytes */{}", m.total_len)),
-                    );
-                    return resp;
-                }
-                _ => {}
-            }
+        let ranges = usize::from(parts.method == Method::GET);
+        match gate::decide(&parts.headers, validators, m.total_len, ranges) {
+            Decision::NotModified => return not_modified(conn, |h| archive_validators(h, &m)),
+            Decision::PreconditionFailed => return precondition_failed(conn),
+            Decision::RangeNotSatisfiable => return range_not_satisfiable(conn, m.total_len),
+            Decision::Partial(r) if r.len() == 1 => span = Some((r[0].first, r[0].len())),
+            Decision::Partial(_) | Decision::Full => {}
         }
     }
-
     let body = if is_head {
         if m.sized {
-            Body::head(m.total_len, &conn)
+            Body::head(m.total_len, conn)
         } else {
-            Body::empty(&conn)
+            Body::empty(conn)
         }
     } else {
-        let len = if m.sized { span.1 } else { u64::MAX };
-        let stream = ZipStream::new(m.clone(), conn.clone(), root, symlinks, span.0, len, permit);
-        Body::zip(stream, m.sized, &conn)
+        let (start, len) = span.unwrap_or((0, if m.sized { m.total_len } else { u64::MAX }));
+        let (root, symlinks) = (conn.worker.root().clone(), settings.config.symlinks);
+        let stream = ZipStream::new(m.clone(), conn.clone(), root, symlinks, start, len, permit);
+        Body::zip(stream, m.sized, conn)
     };
-    let mut resp = new_response(&conn, body);
-    *resp.status_mut() = status;
+    let mut resp = new_response(conn, body);
+    archive_headers(&mut resp, &m, span, filename);
+    resp
+}
+
+/// The headers of an archive's 200 or 206.
+fn archive_headers(
+    resp: &mut Response<Body>,
+    m: &Manifest,
+    span: Option<(u64, u64)>,
+    filename: &str,
+) {
+    if span.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, APPLICATION_ZIP);
     h.insert(
         header::CONTENT_DISPOSITION,
-        header_value(disposition::attachment(&filename)),
+        header_value(disposition::attachment(filename)),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    if m.sized {
-        h.insert(header::ACCEPT_RANGES, BYTES);
-        archive_validators(h, &m);
-        if status == StatusCode::PARTIAL_CONTENT {
-            let last = span.0 + span.1 - 1;
-            h.insert(
-                header::CONTENT_RANGE,
-                content_range(format_args!("bytes {}-{last}/{}", span.0, m.total_len)),
-            );
-        }
-    } else {
+    if !m.sized {
         h.insert(header::ACCEPT_RANGES, NO_RANGES);
+        return;
     }
-    resp
+    h.insert(header::ACCEPT_RANGES, BYTES);
+    archive_validators(h, m);
+    if let Some((first, len)) = span {
+        let last = first + len - 1;
+        h.insert(
+            header::CONTENT_RANGE,
+            content_range(format_args!("bytes {first}-{last}/{}", m.total_len)),
+        );
+    }
 }
 
 /// Sets its flag when dropped: tells a walk on the blocking pool that nobody waits for it.

@@ -14,10 +14,11 @@ use crate::config::DotfileRule;
 use crate::conn::ConnShared;
 use crate::fs::path::{has_dotfile, normalize, PATH_ESCAPES};
 use crate::fs::{OpenError, OpenFile};
-use crate::http::conditional::{self, Precondition, Validators};
+use crate::http::conditional::Validators;
 use crate::http::disposition;
 use crate::http::encoding::{self, Choice, Coding};
-use crate::http::range::{self, ByteRange, RangeOutcome};
+use crate::http::gate::{self, Decision};
+use crate::http::range::ByteRange;
 
 use super::admit;
 use super::reply::*;
@@ -28,62 +29,20 @@ pub(super) const ACCEPT_ENCODING_VARY: HeaderValue = HeaderValue::from_static("A
 
 /// Answer a request for a file (or a directory's index).
 pub(super) fn answer(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<Body> {
-    let worker = &conn.worker;
-    let config = worker.config();
-
     let is_head = req.method == Method::HEAD;
     if req.method != Method::GET && !is_head {
-        if req.method == Method::OPTIONS {
-            let mut resp = new_response(conn, Body::empty(conn));
-            *resp.status_mut() = StatusCode::NO_CONTENT;
-            resp.headers_mut().insert(header::ALLOW, ALLOW);
-            return resp;
-        }
-        let mut resp = error(conn, StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        resp.headers_mut().insert(header::ALLOW, ALLOW);
-        return resp;
+        return not_get(conn, &req.method);
     }
+    let config = conn.worker.config();
     let target_len = req.uri.path_and_query().map_or(1, |pq| pq.as_str().len());
     if target_len > config.limits.target_bytes {
         return error(conn, StatusCode::URI_TOO_LONG, "request target too long\n");
     }
-
-    let mut rel = worker.scratch_path.borrow_mut();
-    let norm = match normalize(req.uri.path(), &mut rel) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::debug!(reason = %e, "bad request path");
-            return error(conn, StatusCode::BAD_REQUEST, "bad request path\n");
-        }
+    let mut rel = conn.worker.scratch_path.borrow_mut();
+    let file = match resolve(conn, req, &mut rel) {
+        Ok(file) => file,
+        Err(refusal) => return refusal,
     };
-    if config.dotfiles == DotfileRule::Deny && has_dotfile(&rel) {
-        return not_found(conn);
-    }
-    if admit(conn, req, &rel).is_err() {
-        return forbidden(conn);
-    }
-
-    let mut file = match worker.open(&rel) {
-        Ok(f) => f,
-        Err(e) => return open_error(conn, e),
-    };
-    if file.is_dir {
-        if !norm.trailing_slash {
-            return redirect_to_dir(conn, &rel, req.uri.query());
-        }
-        if !rel.is_empty() {
-            rel.push('/');
-        }
-        rel.push_str(&config.index);
-        file = match worker.open(&rel) {
-            Ok(f) if !f.is_dir => f,
-            Ok(_) => return not_found(conn),
-            Err(e) => return open_error(conn, e),
-        };
-    } else if norm.trailing_slash {
-        return not_found(conn);
-    }
-
     let Some((file, vary)) = negotiate(conn, req, &rel, file, &config.precompressed) else {
         let mut resp = error(
             conn,
@@ -95,9 +54,9 @@ pub(super) fn answer(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Respo
         return resp;
     };
     let mut resp = represent(conn, req, &file, &rel, is_head, config.max_ranges);
-    let h = resp.headers_mut();
     if vary {
-        h.insert(header::VARY, ACCEPT_ENCODING_VARY);
+        resp.headers_mut()
+            .insert(header::VARY, ACCEPT_ENCODING_VARY);
     }
     if let Some(coding) = file.encoding {
         if matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
@@ -108,6 +67,60 @@ pub(super) fn answer(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Respo
         }
     }
     resp
+}
+
+/// OPTIONS (204 with Allow) and every other method a file does not take (405).
+fn not_get(conn: &Rc<ConnShared>, method: &Method) -> Response<Body> {
+    let mut resp = if method == Method::OPTIONS {
+        let mut resp = new_response(conn, Body::empty(conn));
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        resp
+    } else {
+        error(conn, StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+    };
+    resp.headers_mut().insert(header::ALLOW, ALLOW);
+    resp
+}
+
+/// The file a GET or HEAD names, with `rel` left as its normalised path: the path made safe,
+/// the dotfile rule and the protections applied, a directory redirected (no trailing slash) or
+/// replaced by its index file.
+fn resolve(
+    conn: &Rc<ConnShared>,
+    req: &http::request::Parts,
+    rel: &mut String,
+) -> Result<Arc<OpenFile>, Response<Body>> {
+    let norm = normalize(req.uri.path(), rel).map_err(|e| {
+        tracing::debug!(reason = %e, "bad request path");
+        error(conn, StatusCode::BAD_REQUEST, "bad request path\n")
+    })?;
+    let config = conn.worker.config();
+    if config.dotfiles == DotfileRule::Deny && has_dotfile(rel) {
+        return Err(not_found(conn));
+    }
+    if admit(conn, req, rel).is_err() {
+        return Err(forbidden(conn));
+    }
+    let file = conn.worker.open(rel).map_err(|e| open_error(conn, e))?;
+    if !file.is_dir {
+        return if norm.trailing_slash {
+            Err(not_found(conn))
+        } else {
+            Ok(file)
+        };
+    }
+    if !norm.trailing_slash {
+        return Err(redirect_to_dir(conn, rel, req.uri.query()));
+    }
+    if !rel.is_empty() {
+        rel.push('/');
+    }
+    rel.push_str(&config.index);
+    match conn.worker.open(rel) {
+        Ok(f) if !f.is_dir => Ok(f),
+        Ok(_) => Err(not_found(conn)),
+        Err(e) => Err(open_error(conn, e)),
+    }
 }
 
 /// Precompressed variants: when the path has any (and they are at least as new as it), pick
@@ -146,8 +159,8 @@ pub(super) fn negotiate(
     }
 }
 
-/// The response for one representation (a file or a precompressed variant): preconditions,
-/// Range, and the body.
+/// The response for one representation (a file or a precompressed variant): the gate
+/// (preconditions, then Range), and the body.
 pub(super) fn represent(
     conn: &Rc<ConnShared>,
     req: &http::request::Parts,
@@ -156,101 +169,52 @@ pub(super) fn represent(
     is_head: bool,
     max_ranges: usize,
 ) -> Response<Body> {
-    let worker = &conn.worker;
     let validators = Validators {
         etag: file.etag.to_str().unwrap_or(""),
         last_modified: file.last_modified_secs,
     };
-    match conditional::evaluate(&req.headers, validators) {
-        Precondition::Proceed => {}
-        Precondition::NotModified => {
-            let mut resp = new_response(conn, Body::empty(conn));
-            *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            validator_headers(resp.headers_mut(), file);
-            return resp;
-        }
-        Precondition::Failed => {
-            return error(
-                conn,
-                StatusCode::PRECONDITION_FAILED,
-                "precondition failed\n",
-            );
-        }
-    }
-
-    let outcome = if is_head {
-        RangeOutcome::Full
-    } else {
-        range_outcome(&req.headers, file.len, validators, max_ranges)
-    };
-
+    let ranges_allowed = if is_head { 0 } else { max_ranges };
     let download = req.uri.query().and_then(|q| download_name(q, rel));
+    let download = download.as_deref();
+    match gate::decide(&req.headers, validators, file.len, ranges_allowed) {
+        Decision::NotModified => not_modified(conn, |h| validator_headers(h, file)),
+        Decision::PreconditionFailed => precondition_failed(conn),
+        Decision::RangeNotSatisfiable => {
+            let mut resp = range_not_satisfiable(conn, file.len);
+            resp.headers_mut().insert(header::ACCEPT_RANGES, BYTES);
+            resp
+        }
+        Decision::Partial(ranges) if ranges.len() == 1 => {
+            single_range(conn, file, ranges[0], download)
+        }
+        // Multipart needs a mapping for each part; an unmappable file gets the (copied) full
+        // body instead, as RFC 9110 allows.
+        Decision::Partial(_) if file.map.is_none() => whole(conn, file, is_head, download),
+        Decision::Partial(ranges) => multipart(conn, file, &ranges, download),
+        Decision::Full => whole(conn, file, is_head, download),
+    }
+}
 
-    let (status, body) = match outcome {
-        RangeOutcome::Full if is_head => (StatusCode::OK, Body::head(file.len, conn)),
-        RangeOutcome::Full if file.len == 0 => (StatusCode::OK, Body::empty(conn)),
-        RangeOutcome::Full => (
-            StatusCode::OK,
-            Body::file(
-                file,
-                ByteRange {
-                    first: 0,
-                    last: file.len - 1,
-                },
-                conn,
-            ),
-        ),
-        RangeOutcome::Unsatisfiable => {
-            let mut resp = error(
-                conn,
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range not satisfiable\n",
-            );
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_RANGE,
-                content_range(format_args!("bytes */{}", file.len)),
-            );
-            h.insert(header::ACCEPT_RANGES, BYTES);
-            return resp;
-        }
-        RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
-            let r = ranges[0];
-            let mut resp = new_response(conn, Body::file(file, r, conn));
-            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let h = resp.headers_mut();
-            representation_headers(h, file, download.as_deref());
-            h.insert(
-                header::CONTENT_RANGE,
-                content_range(format_args!("bytes {}-{}/{}", r.first, r.last, file.len)),
-            );
-            return resp;
-        }
-        RangeOutcome::Partial(_) if file.map.is_none() => {
-            // Multipart needs a mapping for each part; an unmappable file gets the (copied,
-            // chunked) full body instead, as RFC 9110 allows.
-            let whole = ByteRange {
-                first: 0,
-                last: file.len - 1,
-            };
-            (StatusCode::OK, Body::file(file, whole, conn))
-        }
-        RangeOutcome::Partial(ranges) => {
-            let boundary = worker.next_boundary();
-            let mut resp = new_response(conn, Body::multipart(file, &ranges, &boundary, conn));
-            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let h = resp.headers_mut();
-            representation_headers(h, file, download.as_deref());
-            h.insert(
-                header::CONTENT_TYPE,
-                header_value(format!("multipart/byteranges; boundary={boundary}")),
-            );
-            return resp;
-        }
+/// 200 with the whole file (or, for HEAD, its length only).
+fn whole(
+    conn: &Rc<ConnShared>,
+    file: &Arc<OpenFile>,
+    is_head: bool,
+    download: Option<&str>,
+) -> Response<Body> {
+    let body = if is_head {
+        Body::head(file.len, conn)
+    } else if file.len == 0 {
+        Body::empty(conn)
+    } else {
+        let all = ByteRange {
+            first: 0,
+            last: file.len - 1,
+        };
+        Body::file(file, all, conn)
     };
     let mut resp = new_response(conn, body);
-    *resp.status_mut() = status;
-    representation_headers(resp.headers_mut(), file, download.as_deref());
+    representation_headers(resp.headers_mut(), file, download);
     if is_head && file.len == 0 {
         // hyper only writes an implicit `content-length: 0` for GET; HEAD must match GET.
         resp.headers_mut()
@@ -259,27 +223,41 @@ pub(super) fn represent(
     resp
 }
 
-/// Range applies only to GET, only with a single Range field, and only when If-Range (if any)
-/// still matches the representation.
-pub(super) fn range_outcome(
-    headers: &HeaderMap,
-    len: u64,
-    v: Validators<'_>,
-    max_ranges: usize,
-) -> RangeOutcome {
-    let mut all = headers.get_all(header::RANGE).iter();
-    let Some(range) = all.next() else {
-        return RangeOutcome::Full;
-    };
-    if all.next().is_some() {
-        return RangeOutcome::Full;
-    }
-    if let Some(if_range) = headers.get(header::IF_RANGE) {
-        if !conditional::if_range_allows(if_range.as_bytes(), v) {
-            return RangeOutcome::Full;
-        }
-    }
-    range::evaluate(range.as_bytes(), len, max_ranges)
+/// 206 with one range.
+fn single_range(
+    conn: &Rc<ConnShared>,
+    file: &Arc<OpenFile>,
+    r: ByteRange,
+    download: Option<&str>,
+) -> Response<Body> {
+    let mut resp = new_response(conn, Body::file(file, r, conn));
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = resp.headers_mut();
+    representation_headers(h, file, download);
+    h.insert(
+        header::CONTENT_RANGE,
+        content_range(format_args!("bytes {}-{}/{}", r.first, r.last, file.len)),
+    );
+    resp
+}
+
+/// 206 with several ranges as multipart/byteranges.
+fn multipart(
+    conn: &Rc<ConnShared>,
+    file: &Arc<OpenFile>,
+    ranges: &[ByteRange],
+    download: Option<&str>,
+) -> Response<Body> {
+    let boundary = conn.worker.next_boundary();
+    let mut resp = new_response(conn, Body::multipart(file, ranges, &boundary, conn));
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = resp.headers_mut();
+    representation_headers(h, file, download);
+    h.insert(
+        header::CONTENT_TYPE,
+        header_value(format!("multipart/byteranges; boundary={boundary}")),
+    );
+    resp
 }
 
 /// Headers every 200/206 of a file carries.
@@ -366,11 +344,7 @@ pub(super) fn open_error(conn: &Rc<ConnShared>, e: OpenError) -> Response<Body> 
         }
         OpenError::Io(e) => {
             tracing::error!(error = %e, "cannot open file");
-            error(
-                conn,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal server error\n",
-            )
+            internal_error(conn)
         }
     }
 }

@@ -43,6 +43,79 @@ pub(super) async fn answer(
 ) -> Response<Body> {
     let settings = conn.worker.settings();
     let per_page = settings.config.listing.unwrap_or(1);
+    let Some(view) = ViewAsked::from(&parts) else {
+        return error(&conn, StatusCode::BAD_REQUEST, "bad page number\n");
+    };
+    let entries = match read_entries(&conn, &settings, &dir, &admission).await {
+        Ok(entries) => entries,
+        Err(refusal) => return refusal,
+    };
+    let total = entries.len();
+    let pages = total.div_ceil(per_page).max(1);
+    if view.page > pages {
+        return not_found(&conn);
+    }
+    let start = (view.page - 1) * per_page;
+    let path = if dir.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{dir}/")
+    };
+    let page = crate::listing::Page {
+        path: &path,
+        entries: &entries[start..(start + per_page).min(total)],
+        page: view.page,
+        pages,
+        total,
+        zip: settings.config.zip.enabled,
+    };
+    let (text, ctype) = if view.json {
+        (crate::listing::json(&page), "application/json")
+    } else {
+        (crate::listing::html(&page), "text/html; charset=utf-8")
+    };
+    page_response(&conn, parts.method == Method::HEAD, text, ctype)
+}
+
+/// What the request asks to see: a page number (`?page=N`, from 1) and JSON (`?format=json`, or
+/// an Accept that prefers JSON to HTML). `None` for a bad page number.
+struct ViewAsked {
+    page: usize,
+    json: bool,
+}
+
+impl ViewAsked {
+    fn from(parts: &http::request::Parts) -> Option<ViewAsked> {
+        let query = parts.uri.query().unwrap_or("");
+        let mut view = ViewAsked {
+            page: 1,
+            json: false,
+        };
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "page" => view.page = v.parse::<usize>().ok().filter(|n| *n >= 1)?,
+                "format" if v == "json" => view.json = true,
+                _ => {}
+            }
+        }
+        view.json = view.json
+            || parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"));
+        Some(view)
+    }
+}
+
+/// The folder's entries, read on the blocking pool under the serving rules; protected folders
+/// are hidden unless the request is signed.
+async fn read_entries(
+    conn: &Rc<ConnShared>,
+    settings: &crate::settings::Settings,
+    dir: &str,
+    admission: &Admission,
+) -> Result<Vec<crate::listing::Entry>, Response<Body>> {
     let hidden = if admission.grant.is_some() {
         Vec::new()
     } else {
@@ -50,73 +123,31 @@ pub(super) async fn answer(
     };
     let input = crate::listing::ListInput {
         root: conn.worker.root().clone(),
-        dir: dir.clone(),
+        dir: dir.to_string(),
         symlinks: settings.config.symlinks,
         dotfiles: settings.config.dotfiles,
         hidden,
     };
-    let entries = match tokio::task::spawn_blocking(move || crate::listing::read(&input)).await {
-        Ok(Ok(entries)) => entries,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return not_found(&conn),
-        _ => {
-            return error(
-                &conn,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal server error\n",
-            )
-        }
-    };
-    let query = parts.uri.query().unwrap_or("");
-    let mut page = 1usize;
-    let mut as_json = false;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match &*k {
-            "page" => match v.parse::<usize>() {
-                Ok(n) if n >= 1 => page = n,
-                _ => return error(&conn, StatusCode::BAD_REQUEST, "bad page number\n"),
-            },
-            "format" if v == "json" => as_json = true,
-            _ => {}
-        }
+    match tokio::task::spawn_blocking(move || crate::listing::read(&input)).await {
+        Ok(Ok(entries)) => Ok(entries),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found(conn)),
+        _ => Err(internal_error(conn)),
     }
-    if !as_json {
-        as_json = parts
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"));
-    }
-    let total = entries.len();
-    let pages = total.div_ceil(per_page).max(1);
-    if page > pages {
-        return not_found(&conn);
-    }
-    let start = (page - 1) * per_page;
-    let shown = &entries[start..(start + per_page).min(total)];
-    let path = if dir.is_empty() {
-        "/".to_string()
+}
+
+/// A rendered page as the response (its length only, for HEAD).
+fn page_response(
+    conn: &Rc<ConnShared>,
+    is_head: bool,
+    text: String,
+    ctype: &'static str,
+) -> Response<Body> {
+    let body = if is_head {
+        Body::head(text.len() as u64, conn)
     } else {
-        format!("/{dir}/")
+        Body::bytes(Bytes::from(text), conn)
     };
-    let view = crate::listing::Page {
-        path: &path,
-        entries: shown,
-        page,
-        pages,
-        total,
-        zip: settings.config.zip.enabled,
-    };
-    let (text, ctype) = if as_json {
-        (crate::listing::json(&view), "application/json")
-    } else {
-        (crate::listing::html(&view), "text/html; charset=utf-8")
-    };
-    let body = if parts.method == Method::HEAD {
-        Body::head(text.len() as u64, &conn)
-    } else {
-        Body::bytes(Bytes::from(text), &conn)
-    };
-    let mut resp = new_response(&conn, body);
+    let mut resp = new_response(conn, body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     h.insert(header::VARY, HeaderValue::from_static("Accept"));

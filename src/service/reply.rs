@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 
 use crate::body::Body;
 use crate::conn::ConnShared;
@@ -30,12 +30,7 @@ pub(super) fn text_error(
     status: StatusCode,
     text: String,
 ) -> Response<Body> {
-    let mut resp = new_response(conn, Body::bytes(Bytes::from(text), conn));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, TEXT_PLAIN);
-    resp.headers_mut()
-        .insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    resp
+    plain_text(conn, status, Bytes::from(text))
 }
 
 /// A response whose header map comes from the worker's recycled maps.
@@ -51,11 +46,16 @@ pub(super) fn error(
     status: StatusCode,
     text: &'static str,
 ) -> Response<Body> {
-    let mut resp = new_response(conn, Body::bytes(Bytes::from_static(text.as_bytes()), conn));
+    plain_text(conn, status, Bytes::from_static(text.as_bytes()))
+}
+
+/// A plain-text answer with `status`.
+fn plain_text(conn: &Rc<ConnShared>, status: StatusCode, text: Bytes) -> Response<Body> {
+    let mut resp = new_response(conn, Body::bytes(text, conn));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, TEXT_PLAIN);
-    resp.headers_mut()
-        .insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, TEXT_PLAIN);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     resp
 }
 
@@ -74,3 +74,46 @@ pub(super) fn header_value(s: String) -> HeaderValue {
 }
 
 pub(super) const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+
+/// 304 with the headers `validators` adds (RFC 9110 §15.4.5: those a 200 would carry).
+pub(super) fn not_modified(
+    conn: &Rc<ConnShared>,
+    validators: impl FnOnce(&mut HeaderMap),
+) -> Response<Body> {
+    let mut resp = new_response(conn, Body::empty(conn));
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    validators(resp.headers_mut());
+    resp
+}
+
+/// 412.
+pub(super) fn precondition_failed(conn: &Rc<ConnShared>) -> Response<Body> {
+    error(
+        conn,
+        StatusCode::PRECONDITION_FAILED,
+        "precondition failed\n",
+    )
+}
+
+/// 416 for a representation of `len` bytes.
+pub(super) fn range_not_satisfiable(conn: &Rc<ConnShared>, len: u64) -> Response<Body> {
+    let mut resp = error(
+        conn,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range not satisfiable\n",
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_RANGE,
+        content_range(format_args!("bytes */{len}")),
+    );
+    resp
+}
+
+/// 500, with nothing about the cause (that goes to the log).
+pub(super) fn internal_error(conn: &Rc<ConnShared>) -> Response<Body> {
+    error(
+        conn,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal server error\n",
+    )
+}
