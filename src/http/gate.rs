@@ -95,7 +95,8 @@ mod tests {
     #[test]
     fn preconditions_then_ranges() {
         use Decision::*;
-        let cases: &[(&[(&str, &str)], usize, Decision)] = &[
+        type Case = (&'static [(&'static str, &'static str)], usize, Decision);
+        let cases: &[Case] = &[
             (&[], 16, Full),
             (&[("if-none-match", "\"abc\"")], 16, NotModified),
             (
