@@ -21,53 +21,18 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
+mod drip;
+mod residency;
+mod timer;
+
+use drip::DripWatch;
+use residency::{is_resident, still_has_bytes, warm_range, ResidentWindow, READAHEAD_CHUNKS};
+use timer::{poll_lazy_deadline, poll_timer};
+
 use crate::conn::{ConnShared, Phase};
 use crate::framing::StreamGuard;
 use crate::fs::OpenFile;
 use crate::stats::WorkerStats;
-
-/// Whether `[offset, offset + len)` of `file` is in the page cache: cachestat(2) where the kernel
-/// has it, else mincore(2) on the mapping. A failed probe counts as resident (never stall on it).
-fn is_resident(file: &OpenFile, offset: usize, len: usize) -> bool {
-    static NO_CACHESTAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    use std::sync::atomic::Ordering::Relaxed;
-    if !NO_CACHESTAT.load(Relaxed) {
-        match crate::sys::page_cache_has(&file.file, offset as u64, len) {
-            Ok(yes) => return yes,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => NO_CACHESTAT.store(true, Relaxed),
-            Err(_) => return true,
-        }
-    }
-    file.map.as_ref().is_none_or(|m| m.is_resident(offset, len))
-}
-
-/// Bring `[offset, offset + len)` of `file` into the page cache and wait until it is there:
-/// readahead(2) submits the reads but may return before they finish, and a sendfile on the worker
-/// would then wait for the disk after all. A one-byte pread every 128 KiB (the reads' unit) and at
-/// the end blocks until those pages are read; only those bytes are copied. Blocking pool only.
-fn warm_range(file: &std::fs::File, offset: u64, len: usize) {
-    use std::os::unix::fs::FileExt;
-    const STRIDE: u64 = 128 * 1024;
-    let _ = crate::sys::readahead(file, offset, len);
-    let end = offset + len as u64;
-    let mut byte = [0u8; 1];
-    let mut at = offset;
-    while at < end {
-        if file.read_at(&mut byte, at).unwrap_or(0) == 0 {
-            return;
-        }
-        at += STRIDE;
-    }
-    let _ = file.read_at(&mut byte, end.saturating_sub(1));
-}
-
-/// Whether `file` still extends past `pos` (one fstat; only asked after a short sendfile).
-fn still_has_bytes(file: &OpenFile, pos: usize) -> bool {
-    file.file.metadata().is_ok_and(|m| m.len() > pos as u64)
-}
-
-/// How many sendfile chunks one cold-file readahead covers.
-const READAHEAD_CHUNKS: usize = 4;
 
 /// The IO object handed to hyper (through `TokioIo`).
 pub struct SendfileIo {
@@ -88,107 +53,6 @@ pub struct SendfileIo {
     drip: DripWatch,
     /// Follows the request stream across reads and spoils ambiguous heads.
     guard: StreamGuard,
-}
-
-/// The minimum-rate rule. A window opens when a write first waits for the client to make room in
-/// the socket, and is judged when it ends: the client must have taken (written minus still
-/// unacknowledged, SIOCOUTQ) `min_send_rate` bytes per second of it. Then the next window
-/// starts. A client that keeps up never opens a window; a wait caused by our own bandwidth limit
-/// closes it unjudged; a new request head resets it, so keep-alive idle time never counts.
-#[derive(Default)]
-struct DripWatch {
-    /// Bytes this connection has written.
-    written: u64,
-    /// When the current window opened, and how many bytes the client had taken then.
-    window: Option<(Instant, u64)>,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl DripWatch {
-    fn taken(&self, tcp: &TcpStream) -> u64 {
-        self.written
-            .saturating_sub(crate::sys::unacked_bytes(tcp).unwrap_or(0))
-    }
-
-    /// Open a window now unless one is open.
-    fn open(&mut self, tcp: &TcpStream, now: Instant) {
-        if self.window.is_none() {
-            self.window = Some((now, self.taken(tcp)));
-        }
-    }
-
-    /// Judge the window if it has ended by `now`: Err when the client took too little; else the
-    /// next window starts.
-    fn judge(
-        &mut self,
-        tcp: &TcpStream,
-        now: Instant,
-        min_rate: u64,
-        length: std::time::Duration,
-    ) -> io::Result<()> {
-        let Some((start, taken_then)) = self.window else {
-            return Ok(());
-        };
-        if now < start + length {
-            return Ok(());
-        }
-        let taken = self.taken(tcp);
-        let needed = min_rate as f64 * (now - start).as_secs_f64();
-        if ((taken - taken_then.min(taken)) as f64) < needed {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client reads slower than the minimum send rate",
-            ));
-        }
-        self.window = Some((now, taken));
-        Ok(())
-    }
-
-    /// Poll the end of the open window (so that a client too slow to ever wake the writer is
-    /// still judged on time).
-    fn poll_window_end(&mut self, cx: &mut Context<'_>, length: std::time::Duration) -> Poll<()> {
-        let Some((start, _)) = self.window else {
-            return Poll::Pending;
-        };
-        let end = start + length;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
-        if timer.deadline() != end {
-            timer.as_mut().reset(end);
-        }
-        timer.as_mut().poll(cx)
-    }
-}
-
-/// `[start, end)` of the file identified by (`file`, `ino`, `dev`) was resident when checked.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ResidentWindow {
-    file: usize,
-    ino: u64,
-    dev: u64,
-    start: usize,
-    end: usize,
-}
-
-impl ResidentWindow {
-    fn of(file: &Arc<OpenFile>, start: usize, end: usize) -> Self {
-        ResidentWindow {
-            file: Arc::as_ptr(file) as usize,
-            ino: file.key.ino,
-            dev: file.key.dev,
-            start,
-            end,
-        }
-    }
-
-    fn covers(&self, file: &Arc<OpenFile>, start: usize, end: usize) -> bool {
-        self.file == Arc::as_ptr(file) as usize
-            && self.ino == file.key.ino
-            && self.dev == file.key.dev
-            && start >= self.start
-            && end <= self.end
-    }
 }
 
 impl SendfileIo {
@@ -214,28 +78,6 @@ impl SendfileIo {
 
     fn stats(&self) -> &WorkerStats {
         self.conn.worker.stats()
-    }
-
-    /// Poll the deadline timer; Ready(()) once `deadline` has passed.
-    ///
-    /// The timer is lazy: a keep-alive connection pushes its deadline later with every request,
-    /// and moving a timer-wheel entry each time costs more than the request's own work. So an
-    /// armed timer that fires no later than `deadline` is left alone; when it fires early, it is
-    /// re-armed once for the real deadline. Only an earlier deadline forces a reset.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        let timer = self
-            .deadline_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() > deadline {
-            timer.as_mut().reset(deadline);
-        }
-        loop {
-            ready!(timer.as_mut().poll(cx));
-            if timer.deadline() >= deadline {
-                return Poll::Ready(());
-            }
-            timer.as_mut().reset(deadline);
-        }
     }
 
     /// Run a non-blocking socket write under tokio's readiness model: wait for writability, try,
@@ -266,74 +108,8 @@ impl SendfileIo {
         offset: usize,
         len: usize,
     ) -> Poll<io::Result<usize>> {
-        let (max_chunk, cold_check_min) = {
-            let c = self.conn.worker.config();
-            (c.socket.sendfile_max_chunk, c.socket.cold_check_min)
-        };
-        let chunk = len.min(max_chunk);
-
-        // Cold pages: read them in on the blocking pool first, so sendfile does not stall every
-        // other connection of this worker on a disk read. The readahead covers a few chunks so
-        // that a cold stream pays one blocking-pool round trip per READAHEAD_CHUNKS chunks.
-        let mut chunk = chunk;
-        // Inside a window already known resident: send at most to its end, then probe again.
-        let known = match self.resident {
-            Some(w) if w.covers(&file, offset, offset + 1) => {
-                chunk = chunk.min(w.end - offset);
-                true
-            }
-            _ => false,
-        };
-        if self.prefetch.is_none() && !known && file.len >= cold_check_min {
-            if is_resident(&file, offset, chunk) {
-                self.resident = Some(ResidentWindow::of(&file, offset, offset + chunk));
-            } else {
-                WorkerStats::add(&self.stats().cold_prefetches, 1);
-                let ahead = (chunk * READAHEAD_CHUNKS).min(file.len as usize - offset);
-                let f = file.clone();
-                self.prefetch = Some(tokio::task::spawn_blocking(move || {
-                    warm_range(&f.file, offset as u64, ahead);
-                }));
-                self.resident = Some(ResidentWindow::of(&file, offset, offset + ahead));
-            }
-        }
-        if let Some(handle) = &mut self.prefetch {
-            let _ = ready!(Pin::new(handle).poll(cx));
-            self.prefetch = None;
-        }
-
-        let sock = self.tcp.as_fd();
-        let fd = file.file.as_fd();
-        let res = loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            let mut partial = 0;
-            let attempt = self.tcp.try_io(Interest::WRITABLE, || {
-                let n = crate::sys::sendfile(sock, fd, offset as u64, chunk)?;
-                if n > 0 && n < chunk && still_has_bytes(&file, offset + n) {
-                    // A short write means the socket buffer is full (nginx reads it the same
-                    // way). Report the bytes, but have tokio clear write readiness, so the next
-                    // attempt waits for epoll to say there is room again instead of trickling
-                    // out one short sendfile per freed segment. A short write at end of file (it
-                    // shrank) is returned as is: the next call gets 0 and aborts the response.
-                    partial = n;
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                Ok(n)
-            });
-            match attempt {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && partial > 0 => {
-                    break Ok(partial)
-                }
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted =>
-                {
-                    continue
-                }
-                other => break other,
-            }
-        };
-        match res {
+        let chunk = ready!(self.poll_warm(cx, &file, offset, len));
+        match ready!(self.poll_sendfile_once(cx, &file, offset, chunk)) {
             Ok(0) => {
                 WorkerStats::add(&self.stats().truncated_aborts, 1);
                 Poll::Ready(Err(io::Error::new(
@@ -353,20 +129,113 @@ impl SendfileIo {
                     Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
                 ) =>
             {
-                // This file cannot be spliced (an unusual file system): let the kernel copy from
-                // the mapping instead. A truncated page gives EFAULT, never SIGBUS.
-                let map = file.map.as_ref().expect("registered files are mapped");
-                let slice = map.token_slice(offset, offset + chunk);
-                let n = ready!(self.poll_io(cx, || crate::sys::send_vectored(
-                    sock,
-                    &[IoSlice::new(slice)],
-                    false
-                )))?;
-                WorkerStats::add(&self.stats().copied_bytes, n as u64);
-                Poll::Ready(Ok(n))
+                self.poll_copy_from_mapping(cx, &file, offset, chunk)
             }
             Err(e) => Poll::Ready(Err(e)),
         }
+    }
+
+    /// How much of `len` bytes of `file` at `offset` to send now, once they are in the page
+    /// cache. Cold pages are read in on the blocking pool first, so that sendfile does not
+    /// stall every other connection of this worker on a disk read; the readahead covers a few
+    /// chunks, so a cold stream pays one blocking-pool round trip per READAHEAD_CHUNKS chunks.
+    fn poll_warm(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &Arc<OpenFile>,
+        offset: usize,
+        len: usize,
+    ) -> Poll<usize> {
+        let (max_chunk, cold_check_min) = {
+            let c = self.conn.worker.config();
+            (c.socket.sendfile_max_chunk, c.socket.cold_check_min)
+        };
+        let mut chunk = len.min(max_chunk);
+        // Inside a window already known resident: send at most to its end, then probe again.
+        let known = match self.resident {
+            Some(w) if w.covers(file, offset, offset + 1) => {
+                chunk = chunk.min(w.end - offset);
+                true
+            }
+            _ => false,
+        };
+        if self.prefetch.is_none() && !known && file.len >= cold_check_min {
+            if is_resident(file, offset, chunk) {
+                self.resident = Some(ResidentWindow::of(file, offset, offset + chunk));
+            } else {
+                WorkerStats::add(&self.stats().cold_prefetches, 1);
+                let ahead = (chunk * READAHEAD_CHUNKS).min(file.len as usize - offset);
+                let f = file.clone();
+                self.prefetch = Some(tokio::task::spawn_blocking(move || {
+                    warm_range(&f.file, offset as u64, ahead);
+                }));
+                self.resident = Some(ResidentWindow::of(file, offset, offset + ahead));
+            }
+        }
+        if let Some(handle) = &mut self.prefetch {
+            let _ = ready!(Pin::new(handle).poll(cx));
+            self.prefetch = None;
+        }
+        Poll::Ready(chunk)
+    }
+
+    /// One sendfile(2) of `chunk` bytes under tokio's readiness model.
+    fn poll_sendfile_once(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &Arc<OpenFile>,
+        offset: usize,
+        chunk: usize,
+    ) -> Poll<io::Result<usize>> {
+        let sock = self.tcp.as_fd();
+        let fd = file.file.as_fd();
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let mut partial = 0;
+            let attempt = self.tcp.try_io(Interest::WRITABLE, || {
+                let n = crate::sys::sendfile(sock, fd, offset as u64, chunk)?;
+                if n > 0 && n < chunk && still_has_bytes(file, offset + n) {
+                    // A short write means the socket buffer is full (nginx reads it the same
+                    // way). Report the bytes, but have tokio clear write readiness, so the next
+                    // attempt waits for epoll to say there is room again instead of trickling
+                    // out one short sendfile per freed segment. A short write at end of file (it
+                    // shrank) is returned as is: the next call gets 0 and aborts the response.
+                    partial = n;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match attempt {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && partial > 0 => {
+                    return Poll::Ready(Ok(partial))
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    /// A file that cannot be spliced (an unusual file system): the kernel copies from the
+    /// mapping instead. A truncated page gives EFAULT, never SIGBUS.
+    fn poll_copy_from_mapping(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &Arc<OpenFile>,
+        offset: usize,
+        chunk: usize,
+    ) -> Poll<io::Result<usize>> {
+        let map = file.map.as_ref().expect("registered files are mapped");
+        let slice = map.token_slice(offset, offset + chunk);
+        let sock = self.tcp.as_fd();
+        let n = ready!(self.poll_io(cx, || crate::sys::send_vectored(
+            sock,
+            &[IoSlice::new(slice)],
+            false
+        )))?;
+        WorkerStats::add(&self.stats().copied_bytes, n as u64);
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -377,6 +246,77 @@ impl SendfileIo {
     fn abort(&self, e: io::Error) -> io::Error {
         let _ = socket2::SockRef::from(&self.tcp).set_linger(Some(std::time::Duration::ZERO));
         e
+    }
+}
+
+impl SendfileIo {
+    /// How many bytes the bandwidth limit lets this write send (all of them when unpaced);
+    /// pending on the pace timer while it allows none.
+    fn poll_pace(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<usize> {
+        let Some(pacer) = self.conn.pace.get() else {
+            return Poll::Ready(usize::MAX);
+        };
+        let want = bufs.iter().map(|b| b.len()).sum();
+        loop {
+            match pacer.allowance(Instant::now(), want) {
+                Ok(n) => return Poll::Ready(n),
+                Err(at) => {
+                    // Our own limit is the bottleneck, not the client.
+                    self.drip.window = None;
+                    ready!(poll_timer(&mut self.pace_timer, at, cx));
+                }
+            }
+        }
+    }
+
+    /// Account for `n` bytes written, and judge the minimum-rate window if one is open.
+    fn wrote(&mut self, n: usize, min_rate: u64, window: std::time::Duration) -> io::Result<usize> {
+        self.write_deadline = None;
+        if let Some(mut pacer) = self.conn.pace.get() {
+            pacer.sent(n);
+            self.conn.pace.set(Some(pacer));
+        }
+        self.drip.written += n as u64;
+        self.conn
+            .bytes_sent
+            .set(self.conn.bytes_sent.get() + n as u64);
+        if self.drip.window.is_some() {
+            if let Err(e) = self.drip.judge(&self.tcp, Instant::now(), min_rate, window) {
+                WorkerStats::add(&self.stats().min_rate_closes, 1);
+                return Err(self.abort(e));
+            }
+        }
+        Ok(n)
+    }
+
+    /// The write waits on the client: judge the minimum rate at each window's end, and give up
+    /// after `send_timeout` without progress. A client that stops reading must not hold its
+    /// connection (and whatever the response holds: a file, an archive slot) forever.
+    fn poll_waiting(
+        &mut self,
+        cx: &mut Context<'_>,
+        min_rate: u64,
+        window: std::time::Duration,
+        send_timeout: std::time::Duration,
+    ) -> Poll<io::Result<usize>> {
+        if min_rate > 0 {
+            self.drip.open(&self.tcp, Instant::now());
+            while self.drip.poll_window_end(cx, window).is_ready() {
+                if let Err(e) = self.drip.judge(&self.tcp, Instant::now(), min_rate, window) {
+                    WorkerStats::add(&self.stats().min_rate_closes, 1);
+                    return Poll::Ready(Err(self.abort(e)));
+                }
+            }
+        }
+        let deadline = *self
+            .write_deadline
+            .get_or_insert_with(|| Instant::now() + send_timeout);
+        if poll_timer(&mut self.write_timer, deadline, cx).is_ready() {
+            WorkerStats::add(&self.stats().send_timeouts, 1);
+            let e = io::Error::new(io::ErrorKind::TimedOut, "send timeout");
+            return Poll::Ready(Err(self.abort(e)));
+        }
+        Poll::Pending
     }
 }
 
@@ -425,7 +365,7 @@ impl AsyncRead for SendfileIo {
                         return Poll::Pending;
                     }
                 };
-                if this.poll_deadline(cx, deadline).is_ready() {
+                if poll_lazy_deadline(&mut this.deadline_timer, deadline, cx).is_ready() {
                     let what = if matches!(phase, Phase::Head { .. }) {
                         "request head timeout"
                     } else {
@@ -459,85 +399,18 @@ impl AsyncWrite for SendfileIo {
             let l = &c.limits;
             (l.min_send_rate, l.min_send_rate_window, l.send_timeout)
         };
-        let mut allowed = usize::MAX;
         if let Some(pacer) = this.conn.pace.get() {
             // A response we pace slowly must not be judged against a faster minimum.
             min_rate = min_rate.min(pacer.rate() / 2);
-            let want = bufs.iter().map(|b| b.len()).sum();
-            loop {
-                let now = Instant::now();
-                match pacer.allowance(now, want) {
-                    Ok(n) => {
-                        allowed = n;
-                        break;
-                    }
-                    Err(at) => {
-                        // Our own limit is the bottleneck, not the client.
-                        this.drip.window = None;
-                        let timer = this
-                            .pace_timer
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                        if timer.deadline() != at {
-                            timer.as_mut().reset(at);
-                        }
-                        ready!(timer.as_mut().poll(cx));
-                    }
-                }
-            }
         }
+        let allowed = ready!(this.poll_pace(cx, bufs));
         match this.poll_write_inner(cx, bufs, allowed) {
-            Poll::Ready(r) => {
+            Poll::Ready(Ok(n)) => Poll::Ready(this.wrote(n, min_rate, window)),
+            Poll::Ready(Err(e)) => {
                 this.write_deadline = None;
-                if let Ok(n) = r {
-                    if let Some(mut pacer) = this.conn.pace.get() {
-                        pacer.sent(n);
-                        this.conn.pace.set(Some(pacer));
-                    }
-                    this.drip.written += n as u64;
-                    this.conn
-                        .bytes_sent
-                        .set(this.conn.bytes_sent.get() + n as u64);
-                    if this.drip.window.is_some() {
-                        if let Err(e) = this.drip.judge(&this.tcp, Instant::now(), min_rate, window)
-                        {
-                            WorkerStats::add(&this.stats().min_rate_closes, 1);
-                            return Poll::Ready(Err(this.abort(e)));
-                        }
-                    }
-                }
-                Poll::Ready(r)
+                Poll::Ready(Err(e))
             }
-            Poll::Pending => {
-                if min_rate > 0 {
-                    let now = Instant::now();
-                    this.drip.open(&this.tcp, now);
-                    while this.drip.poll_window_end(cx, window).is_ready() {
-                        if let Err(e) = this.drip.judge(&this.tcp, Instant::now(), min_rate, window)
-                        {
-                            WorkerStats::add(&this.stats().min_rate_closes, 1);
-                            return Poll::Ready(Err(this.abort(e)));
-                        }
-                    }
-                }
-                // A client that stops reading must not hold its connection (and whatever the
-                // response holds: a file, an archive slot) forever: no progress for
-                // `send_timeout` closes it.
-                let deadline = *this
-                    .write_deadline
-                    .get_or_insert_with(|| Instant::now() + send_timeout);
-                let timer = this
-                    .write_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                if timer.as_mut().poll(cx).is_ready() {
-                    WorkerStats::add(&this.stats().send_timeouts, 1);
-                    let e = io::Error::new(io::ErrorKind::TimedOut, "send timeout");
-                    return Poll::Ready(Err(this.abort(e)));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => this.poll_waiting(cx, min_rate, window, send_timeout),
         }
     }
 
