@@ -15,6 +15,7 @@
 //! `?download=zip` on a directory takes a side road at step 3: [`zip`] builds a manifest on the
 //! blocking pool and streams the archive, whose stored file data are `FileBuf`s too.
 
+mod accept;
 pub mod access_log;
 pub mod admin;
 pub mod body;

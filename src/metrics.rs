@@ -14,18 +14,168 @@ pub struct Gauges {
     pub workers: usize,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 /// Render every metric.
 pub fn render(s: &Snapshot, g: &Gauges) -> String {
     let mut out = String::with_capacity(8192);
-    family(
+    requests(&mut out, s);
+    durations(&mut out, s);
+    labelled(
         &mut out,
-        "sendfiled_requests_total",
-        "counter",
-        "Finished requests by method and status class.",
+        ("sendfiled_body_bytes_total", "counter", "Response body bytes by how they left: sendfile (file data, including archives' stored data), copy (fallback through a buffer), zip (archive bodies, all of their bytes)."),
+        "path",
+        &[("sendfile", s.sendfile_bytes), ("copy", s.copied_bytes), ("zip", s.zip_bytes)],
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_sent_bytes_total",
+            "counter",
+            "Bytes written to clients, heads and bodies.",
+        ),
+        s.bytes_sent,
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_sendfile_calls_total",
+            "counter",
+            "sendfile(2) calls that sent data.",
+        ),
+        s.sendfile_calls,
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_connections_active",
+            "gauge",
+            "Open client connections.",
+        ),
+        s.open_connections,
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_connections_total",
+            "counter",
+            "Accepted client connections.",
+        ),
+        s.connections,
+    );
+    labelled(
+        &mut out,
+        (
+            "sendfiled_open_file_cache_total",
+            "counter",
+            "Open-file cache lookups by result.",
+        ),
+        "result",
+        &[
+            ("hit", s.open_file_cache_hits),
+            ("miss", s.open_file_cache_misses),
+        ],
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_archives_active",
+            "gauge",
+            "Archive streams being sent.",
+        ),
+        g.archives_active as u64,
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_archives_total",
+            "counter",
+            "Archive requests that reached the archive path.",
+        ),
+        s.archives_total,
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_cold_prefetches_total",
+            "counter",
+            "File ranges read ahead on the blocking pool before sendfile (cold page cache).",
+        ),
+        s.cold_prefetches,
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_truncated_aborts_total",
+            "counter",
+            "Responses aborted because their file shrank.",
+        ),
+        s.truncated_aborts,
+    );
+    refusals(&mut out, s);
+    scalar(
+        &mut out,
+        (
+            "sendfiled_access_log_dropped_lines_total",
+            "counter",
+            "Access-log lines dropped because the log's pipe or file could not keep up.",
+        ),
+        s.log_lines_dropped,
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_paced_responses_total",
+            "counter",
+            "Responses paced by a bandwidth limit.",
+        ),
+        s.paced_responses,
+    );
+    scalar(
+        &mut out,
+        (
+            "sendfiled_draining",
+            "gauge",
+            "1 while the server drains for shutdown.",
+        ),
+        u64::from(g.draining),
+    );
+    scalar(
+        &mut out,
+        ("sendfiled_workers", "gauge", "Worker threads."),
+        g.workers as u64,
+    );
+    out
+}
+
+/// A metric family's name, type and help text.
+type Family<'a> = (&'a str, &'a str, &'a str);
+
+fn family(out: &mut String, (name, kind, help): Family<'_>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A family with one unlabelled value.
+fn scalar(out: &mut String, f: Family<'_>, v: u64) {
+    family(out, f);
+    let _ = writeln!(out, "{} {v}", f.0);
+}
+
+/// A family with one label `key` and a value per label.
+fn labelled(out: &mut String, f: Family<'_>, key: &str, values: &[(&str, u64)]) {
+    family(out, f);
+    for (label, v) in values {
+        let _ = writeln!(out, "{}{{{key}=\"{label}\"}} {v}", f.0);
+    }
+}
+
+/// Finished requests by method and status class.
+fn requests(out: &mut String, s: &Snapshot) {
+    family(
+        out,
+        (
+            "sendfiled_requests_total",
+            "counter",
+            "Finished requests by method and status class.",
+        ),
     );
     for (m, method) in METHODS.iter().enumerate() {
         for class in 1..=5 {
@@ -36,11 +186,17 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
             );
         }
     }
+}
+
+/// The request-duration histogram (cumulative buckets, sum and count).
+fn durations(out: &mut String, s: &Snapshot) {
     family(
-        &mut out,
-        "sendfiled_request_duration_seconds",
-        "histogram",
-        "Time from a request's head to its last byte handed to the kernel.",
+        out,
+        (
+            "sendfiled_request_duration_seconds",
+            "histogram",
+            "Time from a request's head to its last byte handed to the kernel.",
+        ),
     );
     let mut cumulative = 0;
     for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
@@ -58,180 +214,66 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
          sendfiled_request_duration_seconds_count {cumulative}",
         s.duration_us_sum as f64 / 1e6
     );
+}
 
-    family(
-        &mut out,
-        "sendfiled_body_bytes_total",
-        "counter",
-        "Response body bytes by how they left: sendfile (file data, including archives' stored data), copy (fallback through a buffer), zip (archive bodies, all of their bytes).",
-    );
-    for (path, v) in [
-        ("sendfile", s.sendfile_bytes),
-        ("copy", s.copied_bytes),
-        ("zip", s.zip_bytes),
-    ] {
-        let _ = writeln!(out, "sendfiled_body_bytes_total{{path=\"{path}\"}} {v}");
-    }
-    let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
-        family(out, name, kind, help);
-        let _ = writeln!(out, "{name} {v}");
-    };
-    scalar(
-        &mut out,
-        "sendfiled_sent_bytes_total",
-        "counter",
-        "Bytes written to clients, heads and bodies.",
-        s.bytes_sent,
-    );
-    scalar(
-        &mut out,
-        "sendfiled_sendfile_calls_total",
-        "counter",
-        "sendfile(2) calls that sent data.",
-        s.sendfile_calls,
-    );
-    scalar(
-        &mut out,
-        "sendfiled_connections_active",
-        "gauge",
-        "Open client connections.",
-        s.open_connections,
-    );
-    scalar(
-        &mut out,
-        "sendfiled_connections_total",
-        "counter",
-        "Accepted client connections.",
-        s.connections,
-    );
-    family(
-        &mut out,
-        "sendfiled_open_file_cache_total",
-        "counter",
-        "Open-file cache lookups by result.",
-    );
-    let _ = writeln!(
+/// Everything the protections turned away, by reason.
+fn refusals(out: &mut String, s: &Snapshot) {
+    labelled(
         out,
-        "sendfiled_open_file_cache_total{{result=\"hit\"}} {}\nsendfiled_open_file_cache_total{{result=\"miss\"}} {}",
-        s.open_file_cache_hits, s.open_file_cache_misses
+        (
+            "sendfiled_limiter_rejections_total",
+            "counter",
+            "Clients held back or turned away, by reason.",
+        ),
+        "reason",
+        &[
+            ("per_ip_connections", s.rejected_per_ip_connections),
+            ("request_rate", s.rejected_request_rate),
+            ("send_timeout", s.send_timeouts),
+            ("min_send_rate", s.min_rate_closes),
+            ("connection_cap_pause", s.accept_pauses),
+            ("fd_exhaustion_backoff", s.accept_backoffs),
+        ],
     );
-    scalar(
-        &mut out,
-        "sendfiled_archives_active",
-        "gauge",
-        "Archive streams being sent.",
-        g.archives_active as u64,
+    let early: Vec<(&str, u64)> = EARLY_REFUSAL_LABELS
+        .into_iter()
+        .zip(s.early_refusals)
+        .collect();
+    labelled(
+        out,
+        ("sendfiled_early_refusals_total", "counter", "Requests refused by the parser or the stream guard before the service saw them, by reason."),
+        "reason",
+        &early,
     );
-    scalar(
-        &mut out,
-        "sendfiled_archives_total",
-        "counter",
-        "Archive requests that reached the archive path.",
-        s.archives_total,
+    let bodies: Vec<(&str, u64)> = BODY_REFUSAL_LABELS
+        .into_iter()
+        .zip(s.body_refusals)
+        .collect();
+    labelled(
+        out,
+        (
+            "sendfiled_body_refusals_total",
+            "counter",
+            "Request bodies refused (and their connections closed), by reason.",
+        ),
+        "reason",
+        &bodies,
     );
-    scalar(
-        &mut out,
-        "sendfiled_cold_prefetches_total",
-        "counter",
-        "File ranges read ahead on the blocking pool before sendfile (cold page cache).",
-        s.cold_prefetches,
+    labelled(
+        out,
+        (
+            "sendfiled_signature_failures_total",
+            "counter",
+            "Protected requests refused, by reason.",
+        ),
+        "reason",
+        &[
+            ("missing", s.signature_missing),
+            ("malformed", s.signature_malformed),
+            ("expired", s.signature_expired),
+            ("unknown_key", s.signature_unknown_key),
+            ("bad_signature", s.signature_bad),
+            ("out_of_scope", s.signature_out_of_scope),
+        ],
     );
-    scalar(
-        &mut out,
-        "sendfiled_truncated_aborts_total",
-        "counter",
-        "Responses aborted because their file shrank.",
-        s.truncated_aborts,
-    );
-    family(
-        &mut out,
-        "sendfiled_limiter_rejections_total",
-        "counter",
-        "Clients held back or turned away, by reason.",
-    );
-    for (reason, v) in [
-        ("per_ip_connections", s.rejected_per_ip_connections),
-        ("request_rate", s.rejected_request_rate),
-        ("send_timeout", s.send_timeouts),
-        ("min_send_rate", s.min_rate_closes),
-        ("connection_cap_pause", s.accept_pauses),
-        ("fd_exhaustion_backoff", s.accept_backoffs),
-    ] {
-        let _ = writeln!(
-            out,
-            "sendfiled_limiter_rejections_total{{reason=\"{reason}\"}} {v}"
-        );
-    }
-    family(
-        &mut out,
-        "sendfiled_early_refusals_total",
-        "counter",
-        "Requests refused by the parser or the stream guard before the service saw them, by reason.",
-    );
-    for (label, v) in EARLY_REFUSAL_LABELS.iter().zip(s.early_refusals) {
-        let _ = writeln!(
-            out,
-            "sendfiled_early_refusals_total{{reason=\"{label}\"}} {v}"
-        );
-    }
-    family(
-        &mut out,
-        "sendfiled_body_refusals_total",
-        "counter",
-        "Request bodies refused (and their connections closed), by reason.",
-    );
-    for (label, v) in BODY_REFUSAL_LABELS.iter().zip(s.body_refusals) {
-        let _ = writeln!(
-            out,
-            "sendfiled_body_refusals_total{{reason=\"{label}\"}} {v}"
-        );
-    }
-    family(
-        &mut out,
-        "sendfiled_signature_failures_total",
-        "counter",
-        "Protected requests refused, by reason.",
-    );
-    for (reason, v) in [
-        ("missing", s.signature_missing),
-        ("malformed", s.signature_malformed),
-        ("expired", s.signature_expired),
-        ("unknown_key", s.signature_unknown_key),
-        ("bad_signature", s.signature_bad),
-        ("out_of_scope", s.signature_out_of_scope),
-    ] {
-        let _ = writeln!(
-            out,
-            "sendfiled_signature_failures_total{{reason=\"{reason}\"}} {v}"
-        );
-    }
-    scalar(
-        &mut out,
-        "sendfiled_access_log_dropped_lines_total",
-        "counter",
-        "Access-log lines dropped because the log's pipe or file could not keep up.",
-        s.log_lines_dropped,
-    );
-    scalar(
-        &mut out,
-        "sendfiled_paced_responses_total",
-        "counter",
-        "Responses paced by a bandwidth limit.",
-        s.paced_responses,
-    );
-    scalar(
-        &mut out,
-        "sendfiled_draining",
-        "gauge",
-        "1 while the server drains for shutdown.",
-        u64::from(g.draining),
-    );
-    scalar(
-        &mut out,
-        "sendfiled_workers",
-        "gauge",
-        "Worker threads.",
-        g.workers as u64,
-    );
-    out
 }

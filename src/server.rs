@@ -12,18 +12,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
 
 use crate::body_budget::BodyBudget;
 use crate::config::Config;
-use crate::conn::ConnShared;
-use crate::framing::{EarlyRefusal, Spoil};
-use crate::io::SendfileIo;
 use crate::protect::clients::ConnectionCount;
-use crate::service::FileService;
 use crate::settings::{Live, Settings};
 use crate::stats::{Snapshot, Stats, WorkerStats};
 use crate::worker::{Shared, Worker};
@@ -158,25 +153,10 @@ pub fn start_with(
     let (listeners, addrs) = if inherited.is_empty() {
         crate::listen::bind_all(&config.listen, workers, &config.socket)?
     } else {
-        let mut addrs = Vec::new();
-        for l in &inherited {
-            l.set_nonblocking(true)?;
-            addrs.push(l.local_addr()?);
-        }
-        let mut per_worker = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            per_worker.push(
-                inherited
-                    .iter()
-                    .map(|l| l.try_clone())
-                    .collect::<std::io::Result<Vec<_>>>()?,
-            );
-        }
-        (per_worker, addrs)
+        share_inherited(&inherited, workers)?
     };
     let stats = Stats::new(workers);
     let (tx, rx) = watch::channel(false);
-    let seed = boundary_seed();
     let admin_listen = config.admin_listen;
     let body_memory = config.limits.body_memory;
     let cache_fd_share = cache_fd_share(&config);
@@ -190,50 +170,20 @@ pub fn start_with(
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         cache_fd_share,
     };
-
-    let mut threads = Vec::with_capacity(workers);
-    for (id, listeners) in listeners.into_iter().enumerate() {
-        let shared = shared.clone();
-        let rx = rx.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("sendfiled-w{id}"))
-            .spawn(move || {
-                let worker = Worker::new(
-                    id,
-                    shared,
-                    seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                );
-                if let Err(e) = run_worker(worker, listeners, rx) {
-                    tracing::error!(worker = id, error = %e, "worker failed");
-                }
-            })?;
-        threads.push(thread);
-    }
+    let threads = spawn_workers(listeners, &shared, &rx)?;
     let (admin_stop, admin_rx) = watch::channel(false);
     let admin = match admin_listen {
-        Some(addr) => {
-            let state = crate::admin::AdminState {
-                stats: stats.clone(),
-                archives: shared.archives.clone(),
-                draining: shared.draining.clone(),
-                workers,
-                seen: Default::default(),
-            };
-            match crate::admin::start(addr, state, admin_rx) {
-                Ok((bound, thread)) => {
-                    tracing::info!("admin endpoint on {bound}");
-                    Some((bound, thread))
-                }
-                Err(e) => {
-                    let _ = tx.send(true);
-                    for t in threads {
-                        let _ = t.join();
-                    }
-                    return Err(e);
-                }
-            }
-        }
         None => None,
+        Some(addr) => match start_admin(addr, &shared, workers, admin_rx) {
+            Ok(admin) => Some(admin),
+            Err(e) => {
+                let _ = tx.send(true);
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        },
     };
     for a in &addrs {
         tracing::info!("listening on {a}");
@@ -247,6 +197,73 @@ pub fn start_with(
         admin,
         admin_stop,
     })
+}
+
+/// The sockets systemd passed, one clone of each per worker, and their addresses.
+#[allow(clippy::type_complexity)]
+fn share_inherited(
+    inherited: &[std::net::TcpListener],
+    workers: usize,
+) -> std::io::Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>)> {
+    let mut addrs = Vec::new();
+    for l in inherited {
+        l.set_nonblocking(true)?;
+        addrs.push(l.local_addr()?);
+    }
+    let mut per_worker = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        per_worker.push(
+            inherited
+                .iter()
+                .map(|l| l.try_clone())
+                .collect::<std::io::Result<Vec<_>>>()?,
+        );
+    }
+    Ok((per_worker, addrs))
+}
+
+/// One OS thread per worker, each with its listeners.
+fn spawn_workers(
+    listeners: Vec<Vec<std::net::TcpListener>>,
+    shared: &Shared,
+    shutdown: &watch::Receiver<bool>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let seed = boundary_seed();
+    let mut threads = Vec::with_capacity(listeners.len());
+    for (id, listeners) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let rx = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sendfiled-w{id}"))
+            .spawn(move || {
+                let worker_seed = seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let worker = Worker::new(id, shared, worker_seed);
+                if let Err(e) = run_worker(worker, listeners, rx) {
+                    tracing::error!(worker = id, error = %e, "worker failed");
+                }
+            })?;
+        threads.push(thread);
+    }
+    Ok(threads)
+}
+
+/// The admin listener on its own thread.
+fn start_admin(
+    addr: SocketAddr,
+    shared: &Shared,
+    workers: usize,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    let state = crate::admin::AdminState {
+        stats: shared.stats.clone(),
+        archives: shared.archives.clone(),
+        draining: shared.draining.clone(),
+        workers,
+        seen: Default::default(),
+    };
+    let (bound, thread) = crate::admin::start(addr, state, stop)?;
+    tracing::info!("admin endpoint on {bound}");
+    Ok((bound, thread))
 }
 
 /// Each worker's share of the descriptors open-file caches may hold: half of RLIMIT_NOFILE, so
@@ -290,7 +307,11 @@ fn run_worker(
     local.block_on(&rt, async move {
         for l in listeners {
             let listener = TcpListener::from_std(l)?;
-            tokio::task::spawn_local(accept_loop(listener, worker.clone(), shutdown.clone()));
+            tokio::task::spawn_local(crate::accept::accept_loop(
+                listener,
+                worker.clone(),
+                shutdown.clone(),
+            ));
         }
         tokio::task::spawn_local(heartbeat(worker.clone()));
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -321,169 +342,3 @@ async fn heartbeat(worker: Rc<Worker>) {
 
 /// How often each worker proves it is alive.
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
-
-async fn accept_loop(
-    listener: TcpListener,
-    worker: Rc<Worker>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut fd_exhaustion_logged = false;
-    let mut cap_logged = false;
-    loop {
-        // The global connection cap: stop accepting (the kernel keeps queueing in the backlog)
-        // until connections close, rather than accepting and failing them.
-        worker.refresh();
-        let cap = worker.protect().max_connections;
-        while worker.connections.open() >= cap {
-            if !cap_logged {
-                tracing::warn!(
-                    max_connections = cap,
-                    "connection cap reached, pausing accept"
-                );
-                cap_logged = true;
-            }
-            WorkerStats::add(&worker.stats().accept_pauses, 1);
-            tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|stop| *stop) => return,
-                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-            }
-        }
-        cap_logged = false;
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                fd_exhaustion_logged = false;
-                // Counted here, not in the task, so that the cap holds for a burst of accepts.
-                worker.connections.opened();
-                tokio::task::spawn_local(serve_connection(
-                    tcp,
-                    peer,
-                    worker.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) =>
-            {
-                // Out of descriptors or memory: the pending connection stays queued. Back off
-                // instead of spinning on a listener that stays readable; log once per episode.
-                if !fd_exhaustion_logged {
-                    tracing::warn!(error = %e, "accept failed, backing off");
-                    fd_exhaustion_logged = true;
-                }
-                WorkerStats::add(&worker.stats().accept_backoffs, 1);
-                tokio::select! {
-                    biased;
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "accept failed"),
-        }
-    }
-}
-
-/// Counts a connection as open for as long as it lives (and against its address's cap).
-struct OpenGuard {
-    worker: Rc<Worker>,
-    /// The address and the settings generation whose per-IP table counted it.
-    counted: Option<(std::net::IpAddr, Arc<Settings>)>,
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.worker.connections.closed();
-        if let Some((ip, settings)) = &self.counted {
-            settings.protect.clients.disconnect(*ip);
-        }
-        let w = &self.worker;
-        w.open_connections.set(w.open_connections.get() - 1);
-        w.stats()
-            .open_connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    worker: Rc<Worker>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    worker
-        .open_connections
-        .set(worker.open_connections.get() + 1);
-    WorkerStats::add(&worker.stats().connections, 1);
-    WorkerStats::add(&worker.stats().open_connections, 1);
-    let accepted = worker.protect().clients.connect(peer.ip());
-    let (counted, refused) = match accepted {
-        Ok(true) => (Some((peer.ip(), worker.settings())), None),
-        Ok(false) => (None, None),
-        Err(why) => (None, Some(why)),
-    };
-    let _open = OpenGuard {
-        worker: worker.clone(),
-        counted,
-    };
-    // Small responses must not wait for Nagle; file data is already sent in large segments.
-    let _ = tcp.set_nodelay(true);
-    let send_buffer = worker.config().socket.send_buffer;
-    if let Some(bytes) = send_buffer {
-        let _ = crate::sys::set_send_buffer(&tcp, bytes);
-    }
-    let conn = Rc::new(ConnShared::new(worker.clone(), peer, refused));
-    let io = TokioIo::new(SendfileIo::new(tcp, conn.clone()));
-    let conn_for_log = conn.clone();
-    let connection = worker
-        .http
-        .borrow()
-        .serve_connection(io, FileService::new(conn));
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        r = connection.as_mut() => r,
-        _ = shutdown.wait_for(|stop| *stop) => 'drain: {
-            // A connection accepted just before the stop whose first request has not been read
-            // yet would be closed unanswered by hyper's graceful shutdown (it counts as idle).
-            // It was accepted, so it gets its answer: wait for its first request to start (the
-            // header timeout still bounds a client that sends nothing).
-            while conn_for_log.requests.get() == 0 {
-                tokio::select! {
-                    r = connection.as_mut() => break 'drain r,
-                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-                }
-            }
-            connection.as_mut().graceful_shutdown();
-            connection.as_mut().await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-        if let Some(reason) = early_refusal(&e, conn_for_log.spoiled.get()) {
-            worker.count_early_refusal(reason, peer);
-        }
-    }
-    conn_for_log.finish_exchange(true);
-}
-
-/// Why hyper refused a request before the service saw it (it answered 400 or 431 itself), if
-/// it did: the stream guard's reason when it spoiled the head, else hyper's parse error.
-fn early_refusal(e: &hyper::Error, spoiled: Option<Spoil>) -> Option<EarlyRefusal> {
-    if e.is_parse_too_large() {
-        return Some(EarlyRefusal::HeadTooLarge);
-    }
-    if !e.is_parse() {
-        return None;
-    }
-    Some(match spoiled {
-        Some(why) => EarlyRefusal::Guard(why),
-        None => EarlyRefusal::Malformed,
-    })
-}

@@ -6,7 +6,7 @@
 //! of the head and of each queued body chunk. A slice that lies inside a mapping registered by a
 //! live [`crate::body::FileBuf`] of this connection is recognised by its address and sent from the
 //! file's page cache. We return exactly what the kernel accepted, so hyper's accounting stays
-//! right on partial writes. See docs/architecture.md and ../shared/research/sendfile-design.md.
+//! right on partial writes. See docs/architecture.md.
 
 use std::future::Future;
 use std::io::{self, IoSlice};

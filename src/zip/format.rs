@@ -1,7 +1,7 @@
 //! The ZIP wire format (APPNOTE 6.3): header encoders and the exact length of every part, so an
 //! archive's size is known before any file is read. Pure; no I/O.
 //!
-//! Entry kinds and their layout (see ../shared/research/zip-design.md §1):
+//! Entry kinds and their layout (see docs/zip.md):
 //! - **Dir**: method 0, no data.
 //! - **Stored (S)**: method 0, CRC and sizes in the local header, raw file bytes. Never with a
 //!   data descriptor (Java's ZipInputStream rejects STORED + bit 3).

@@ -5,12 +5,15 @@
 //! - [`manifest`]: which entries, named how, stored how, at which offsets; from metadata only.
 //! - [`crc`]: CRC-32s read from the files on the blocking pool, cached by file identity.
 //! - [`stream`]: the response body, able to start at any byte.
+//! - `deflate`: compression on the blocking pool; [`permit`]: the archive slot.
 //!
 //! The HTTP side (parameters, status codes, headers) is in `service`; see docs/zip.md.
 
 pub mod crc;
+mod deflate;
 pub mod format;
 pub mod manifest;
+pub mod permit;
 pub mod stream;
 
 use manifest::Compress;

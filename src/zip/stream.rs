@@ -16,57 +16,29 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::crc;
+use super::deflate::{deflate_whole, spawn_deflate, DeflateMsg, WholeJob};
 use super::format::{self, Kind, BLOCK};
 use super::manifest::Manifest;
+pub use super::permit::ArchivePermit;
 use crate::chunk::{Chunk, FileBuf};
 use crate::config::SymlinkRule;
 use crate::conn::ConnShared;
-use crate::fs::{self, FileKey, OpenFile};
+use crate::fs::{self, OpenFile};
 use crate::pool::{PooledBuf, PooledSlice};
 
 /// Central directory records are batched into buffers of about this size.
 const CENTRAL_BATCH: usize = 32 * 1024;
-/// Compressed output is handed to the stream in chunks of about this size.
-const DEFLATE_CHUNK: usize = 64 * 1024;
 /// Deflated entries up to this size are compressed whole, ahead of the stream, in parallel.
 const LOOKAHEAD_MAX: u64 = 1 << 20;
 /// How many such entries may be compressing (or waiting, compressed) at once per archive.
 const LOOKAHEAD_JOBS: usize = 4;
-
-/// One archive stream counted against the concurrency limit while it lives.
-#[derive(Debug)]
-pub struct ArchivePermit(Arc<AtomicUsize>);
-
-impl ArchivePermit {
-    /// Take a slot if fewer than `max` archives are streaming.
-    pub fn try_acquire(active: &Arc<AtomicUsize>, max: usize) -> Option<ArchivePermit> {
-        let mut now = active.load(Ordering::Relaxed);
-        loop {
-            if now >= max {
-                return None;
-            }
-            match active.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Some(ArchivePermit(active.clone())),
-                Err(seen) => now = seen,
-            }
-        }
-    }
-}
-
-impl Drop for ArchivePermit {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Piece {
@@ -84,14 +56,6 @@ enum Piece {
     Central(usize),
     End,
     Done,
-}
-
-/// A small file compressed whole on the blocking pool: (compressed bytes, CRC).
-type WholeJob = JoinHandle<io::Result<(Bytes, u32)>>;
-
-enum DeflateMsg {
-    Data(Bytes),
-    Done { crc: u32, csize: u64 },
 }
 
 /// The body of a ZIP response.
@@ -551,205 +515,4 @@ impl ZipStream {
         self.piece = Piece::Done;
         self.emit(buf)
     }
-}
-
-/// Compress one file on the blocking pool; its output comes through a two-slot channel, so the
-/// compressor waits whenever the client does.
-fn spawn_deflate(
-    root: Arc<File>,
-    rule: SymlinkRule,
-    path: String,
-    key: FileKey,
-    level: u32,
-) -> mpsc::Receiver<io::Result<DeflateMsg>> {
-    let (tx, rx) = mpsc::channel(2);
-    tokio::task::spawn_blocking(move || {
-        let result = deflate_file(&root, rule, &path, key, level, &tx);
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
-    rx
-}
-
-fn deflate_file(
-    root: &File,
-    rule: SymlinkRule,
-    path: &str,
-    key: FileKey,
-    level: u32,
-    tx: &mpsc::Sender<io::Result<DeflateMsg>>,
-) -> io::Result<()> {
-    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "client went away");
-    let (crc, csize) = deflate_checked(root, rule, path, key, level, &mut |chunk| {
-        tx.blocking_send(Ok(DeflateMsg::Data(Bytes::from(chunk))))
-            .map_err(|_| gone())
-    })?;
-    tx.blocking_send(Ok(DeflateMsg::Done { crc, csize }))
-        .map_err(|_| gone())
-}
-
-/// Compress a small file whole (for the look-ahead): (compressed bytes, CRC).
-fn deflate_whole(
-    root: &File,
-    rule: SymlinkRule,
-    path: &str,
-    key: FileKey,
-    level: u32,
-) -> io::Result<(Bytes, u32)> {
-    let mut all = Vec::new();
-    let (crc, _) = deflate_checked(root, rule, path, key, level, &mut |chunk| {
-        if all.is_empty() {
-            all = chunk;
-        } else {
-            all.extend_from_slice(&chunk);
-        }
-        Ok(())
-    })?;
-    Ok((Bytes::from(all), crc))
-}
-
-/// Open `path`, check it is still the manifest's file, deflate it into `sink` in chunks of about
-/// DEFLATE_CHUNK, and check it again at the end. Returns (CRC, compressed size).
-fn deflate_checked(
-    root: &File,
-    rule: SymlinkRule,
-    path: &str,
-    key: FileKey,
-    level: u32,
-    sink: &mut dyn FnMut(Vec<u8>) -> io::Result<()>,
-) -> io::Result<(u32, u64)> {
-    use flate2::{FlushCompress, Status};
-    let (file, meta) = fs::open(root, path, rule).map_err(|_| crc::changed(path))?;
-    if fs::file_key(&meta) != key {
-        return Err(crc::changed(path));
-    }
-    let mut comp = take_compressor(level);
-    let mut hasher = crc32fast::Hasher::new();
-    let mut input = vec![0u8; DEFLATE_CHUNK];
-    let mut out: Vec<u8> = Vec::with_capacity(DEFLATE_CHUNK + 1024);
-    let mut pos = 0u64;
-    let mut csize = 0u64;
-    let mut stored = false;
-    let mut flush_out = |out: &mut Vec<u8>, csize: &mut u64| -> io::Result<()> {
-        *csize += out.len() as u64;
-        let full = std::mem::replace(out, Vec::with_capacity(DEFLATE_CHUNK + 1024));
-        sink(full)
-    };
-    loop {
-        let want = (key.size - pos).min(DEFLATE_CHUNK as u64) as usize;
-        let n = if want > 0 {
-            file.read_at(&mut input[..want], pos)?
-        } else {
-            0
-        };
-        if want > 0 && n == 0 {
-            return Err(crc::changed(path));
-        }
-        hasher.update(&input[..n]);
-        let first = pos == 0;
-        pos += n as u64;
-        let finish = pos >= key.size;
-        if first && n > 0 {
-            // Already-compressed data (whatever its name) gains nothing and costs ~100x the CPU
-            // of storing. The first chunk is compressed and flushed on its own; if it does not
-            // shrink below 90%, that output is dropped and the entry is written as stored
-            // deflate blocks instead (still method 8, same descriptor).
-            let flush = if finish {
-                FlushCompress::Finish
-            } else {
-                FlushCompress::Sync
-            };
-            let mut rest = &input[..n];
-            loop {
-                if out.capacity() - out.len() < 1024 {
-                    out.reserve(DEFLATE_CHUNK);
-                }
-                let before = comp.total_in();
-                let status = comp
-                    .compress_vec(rest, &mut out, flush)
-                    .map_err(io::Error::other)?;
-                rest = &rest[(comp.total_in() - before) as usize..];
-                if status == Status::StreamEnd || (rest.is_empty() && out.capacity() > out.len()) {
-                    break;
-                }
-            }
-            if out.len() as f64 > 0.9 * n as f64 {
-                stored = true;
-                out.clear();
-            } else {
-                if finish {
-                    break;
-                }
-                continue;
-            }
-        }
-        if stored {
-            let mut rest = &input[..n];
-            loop {
-                let take = rest.len().min(BLOCK as usize);
-                if out.capacity() - out.len() < take + 5 {
-                    flush_out(&mut out, &mut csize)?;
-                }
-                format::write_block_header(&mut out, take as u16, finish && take == rest.len());
-                out.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if rest.is_empty() {
-                    break;
-                }
-            }
-        } else {
-            let flush = if finish {
-                FlushCompress::Finish
-            } else {
-                FlushCompress::None
-            };
-            let mut rest = &input[..n];
-            loop {
-                if out.capacity() - out.len() < 1024 {
-                    flush_out(&mut out, &mut csize)?;
-                }
-                let before = comp.total_in();
-                let status = comp
-                    .compress_vec(rest, &mut out, flush)
-                    .map_err(io::Error::other)?;
-                rest = &rest[(comp.total_in() - before) as usize..];
-                if status == Status::StreamEnd || (!finish && rest.is_empty()) {
-                    break;
-                }
-            }
-        }
-        if finish {
-            break;
-        }
-    }
-    if !out.is_empty() {
-        flush_out(&mut out, &mut csize)?;
-    }
-    give_back_compressor(level, comp);
-    if fs::file_key(&file.metadata()?) != key {
-        return Err(crc::changed(path));
-    }
-    Ok((hasher.finalize(), csize))
-}
-
-thread_local! {
-    /// One compressor per blocking thread, reset between files: zlib's state is a few hundred
-    /// KiB, too much to allocate and clear per small file.
-    static COMPRESSOR: std::cell::RefCell<Option<(u32, flate2::Compress)>> = const { std::cell::RefCell::new(None) };
-}
-
-fn take_compressor(level: u32) -> flate2::Compress {
-    let cached = COMPRESSOR.with(|c| c.borrow_mut().take());
-    match cached {
-        Some((l, mut comp)) if l == level => {
-            comp.reset();
-            comp
-        }
-        _ => flate2::Compress::new(flate2::Compression::new(level), false),
-    }
-}
-
-fn give_back_compressor(level: u32, comp: flate2::Compress) {
-    COMPRESSOR.with(|c| *c.borrow_mut() = Some((level, comp)));
 }

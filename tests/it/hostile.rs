@@ -245,7 +245,13 @@ fn a_stalled_log_pipe_never_stops_serving() {
             "x".repeat(200)
         );
         c.write_all(req.as_bytes()).unwrap();
-        let resp = read_response(&mut c, false).unwrap_or_else(|| panic!("request {i} unanswered"));
+        let resp = read_response(&mut c, false).unwrap_or_else(|| {
+            let log = server.log.lock().unwrap().clone();
+            panic!(
+                "request {i} unanswered; server log:\n{}",
+                &log[log.len().saturating_sub(3000)..]
+            )
+        });
         assert_eq!(resp.status, 200);
     }
     let admin: std::net::SocketAddr = admin_addr.parse().unwrap();

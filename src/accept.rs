@@ -1,0 +1,193 @@
+//! Connections: the accept loop of each listener (connection cap, descriptor exhaustion, the
+//! stop), and one connection's life under hyper (its shared state, the IO object, the service,
+//! the drain, and a request refused before the service, counted).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::conn::ConnShared;
+use crate::framing::{EarlyRefusal, Spoil};
+use crate::io::SendfileIo;
+use crate::service::FileService;
+use crate::settings::Settings;
+use crate::stats::WorkerStats;
+use crate::worker::Worker;
+
+/// Accept connections on `listener` until the stop, spawning each on this worker.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    worker: Rc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut fd_exhaustion_logged = false;
+    loop {
+        worker.refresh();
+        if !below_connection_cap(&worker, &mut shutdown).await {
+            return;
+        }
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                fd_exhaustion_logged = false;
+                // Counted here, not in the task, so that the cap holds for a burst of accepts.
+                worker.connections.opened();
+                let conn = serve_connection(tcp, peer, worker.clone(), shutdown.clone());
+                tokio::task::spawn_local(conn);
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                // Out of descriptors or memory: the pending connection stays queued. Back off
+                // instead of spinning on a listener that stays readable; log once per episode.
+                if !fd_exhaustion_logged {
+                    tracing::warn!(error = %e, "accept failed, backing off");
+                    fd_exhaustion_logged = true;
+                }
+                WorkerStats::add(&worker.stats().accept_backoffs, 1);
+                if !pause(&mut shutdown, Duration::from_millis(100)).await {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "accept failed"),
+        }
+    }
+}
+
+/// The global connection cap: stop accepting (the kernel keeps queueing in the backlog) until
+/// connections close, rather than accepting and failing them. False when the server stops.
+async fn below_connection_cap(worker: &Worker, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let cap = worker.protect().max_connections;
+    if worker.connections.open() < cap {
+        return true;
+    }
+    tracing::warn!(
+        max_connections = cap,
+        "connection cap reached, pausing accept"
+    );
+    while worker.connections.open() >= cap {
+        WorkerStats::add(&worker.stats().accept_pauses, 1);
+        if !pause(shutdown, Duration::from_millis(5)).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sleep for `d` unless the server stops first; false when it stops.
+async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|stop| *stop) => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+/// Counts a connection as open for as long as it lives (and against its address's cap).
+struct OpenGuard {
+    worker: Rc<Worker>,
+    /// The address and the settings generation whose per-IP table counted it.
+    counted: Option<(std::net::IpAddr, Arc<Settings>)>,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.worker.connections.closed();
+        if let Some((ip, settings)) = &self.counted {
+            settings.protect.clients.disconnect(*ip);
+        }
+        let w = &self.worker;
+        w.open_connections.set(w.open_connections.get() - 1);
+        w.stats()
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    worker
+        .open_connections
+        .set(worker.open_connections.get() + 1);
+    WorkerStats::add(&worker.stats().connections, 1);
+    WorkerStats::add(&worker.stats().open_connections, 1);
+    let accepted = worker.protect().clients.connect(peer.ip());
+    let (counted, refused) = match accepted {
+        Ok(true) => (Some((peer.ip(), worker.settings())), None),
+        Ok(false) => (None, None),
+        Err(why) => (None, Some(why)),
+    };
+    let _open = OpenGuard {
+        worker: worker.clone(),
+        counted,
+    };
+    // Small responses must not wait for Nagle; file data is already sent in large segments.
+    let _ = tcp.set_nodelay(true);
+    let send_buffer = worker.config().socket.send_buffer;
+    if let Some(bytes) = send_buffer {
+        let _ = crate::sys::set_send_buffer(&tcp, bytes);
+    }
+    let conn = Rc::new(ConnShared::new(worker.clone(), peer, refused));
+    let io = TokioIo::new(SendfileIo::new(tcp, conn.clone()));
+    let conn_for_log = conn.clone();
+    let connection = worker
+        .http
+        .borrow()
+        .serve_connection(io, FileService::new(conn));
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = shutdown.wait_for(|stop| *stop) => 'drain: {
+            // A connection accepted just before the stop whose first request has not been read
+            // yet would be closed unanswered by hyper's graceful shutdown (it counts as idle).
+            // It was accepted, so it gets its answer: wait for its first request to start (the
+            // header timeout still bounds a client that sends nothing).
+            while conn_for_log.requests.get() == 0 {
+                tokio::select! {
+                    r = connection.as_mut() => break 'drain r,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+        if let Some(reason) = early_refusal(&e, conn_for_log.spoiled.get()) {
+            worker.count_early_refusal(reason, peer);
+        }
+    }
+    conn_for_log.finish_exchange(true);
+}
+
+/// Why hyper refused a request before the service saw it (it answered 400 or 431 itself), if
+/// it did: the stream guard's reason when it spoiled the head, else hyper's parse error.
+fn early_refusal(e: &hyper::Error, spoiled: Option<Spoil>) -> Option<EarlyRefusal> {
+    if e.is_parse_too_large() {
+        return Some(EarlyRefusal::HeadTooLarge);
+    }
+    if !e.is_parse() {
+        return None;
+    }
+    Some(match spoiled {
+        Some(why) => EarlyRefusal::Guard(why),
+        None => EarlyRefusal::Malformed,
+    })
+}
