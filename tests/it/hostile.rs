@@ -236,13 +236,13 @@ fn a_stalled_log_pipe_never_stops_serving() {
         "--workers",
         "2",
     ]);
-    // Far more lines than a 64 KiB pipe and the writer's queue hold.
     let mut c = server.connect();
-    for i in 0..20_000 {
+    // 8000 lines of about 800 bytes: 6 MB, three times what the pipe and the queue hold.
+    for i in 0..8_000 {
         let req = format!(
             "GET /a.txt?{} HTTP/1.1\r\nHost: t\r\nUser-Agent: {}\r\n\r\n",
             i,
-            "x".repeat(200)
+            "x".repeat(600)
         );
         c.write_all(req.as_bytes()).unwrap();
         let resp = read_response(&mut c, false).unwrap_or_else(|| {
