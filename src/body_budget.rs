@@ -23,11 +23,6 @@ impl BodyBudget {
         self.cap.store(cap, Ordering::Relaxed);
     }
 
-    /// Bytes held now.
-    pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
-    }
-
     /// Take `n` bytes of the budget, if they are left.
     pub fn take(&self, n: usize) -> bool {
         let cap = self.cap.load(Ordering::Relaxed);

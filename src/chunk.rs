@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes};
 use crate::conn::ConnShared;
 use crate::fs::OpenFile;
 use crate::pool::PooledSlice;
+use crate::sys::MappedRange;
 
 /// One frame of a body.
 pub enum Chunk {
@@ -44,25 +45,20 @@ impl Buf for Chunk {
     }
 }
 
-/// A range of a mapped file. Its `chunk()` is a token slice of the mapping: the IO layer sends the
-/// bytes by sendfile and nothing in userspace reads them. While it lives, its mapping is
-/// registered with the connection so the IO layer can recognise the slice.
+/// A range of a mapped file, registered with the connection while it lives so that the IO layer
+/// can recognise its slice. Its bytes are a [`MappedRange`]'s: a token that only hyper's write
+/// queue sees, and that the IO layer sends by sendfile (see `sys::MappedRange`).
 pub struct FileBuf {
-    file: Arc<OpenFile>,
-    pos: usize,
-    end: usize,
+    range: MappedRange<OpenFile>,
     conn: Rc<ConnShared>,
 }
 
 impl FileBuf {
     /// Bytes `[pos, end)` of a mapped `file`, registered with the connection `conn`.
     pub fn new(file: Arc<OpenFile>, pos: usize, end: usize, conn: Rc<ConnShared>) -> FileBuf {
-        debug_assert!(file.map.as_ref().is_some_and(|m| end <= m.len()));
         conn.registry.borrow_mut().register(&file);
         FileBuf {
-            file,
-            pos,
-            end,
+            range: MappedRange::new(file, pos, end),
             conn,
         }
     }
@@ -70,27 +66,23 @@ impl FileBuf {
 
 impl Drop for FileBuf {
     fn drop(&mut self) {
-        self.conn.registry.borrow_mut().unregister(&self.file);
+        self.conn
+            .registry
+            .borrow_mut()
+            .unregister(self.range.owner());
     }
 }
 
 impl Buf for FileBuf {
     fn remaining(&self) -> usize {
-        self.end - self.pos
+        self.range.remaining()
     }
 
     fn chunk(&self) -> &[u8] {
-        match &self.file.map {
-            Some(map) => map.token_slice(self.pos, self.end),
-            None => &[],
-        }
+        self.range.chunk()
     }
 
     fn advance(&mut self, n: usize) {
-        assert!(
-            n <= self.end - self.pos,
-            "advance past the end of a file range"
-        );
-        self.pos += n;
+        self.range.advance(n);
     }
 }

@@ -16,35 +16,35 @@
 //! blocking pool and streams the archive, whose stored file data are `FileBuf`s too.
 
 mod accept;
-pub mod access_log;
-pub mod admin;
-pub mod body;
-pub mod body_budget;
-pub mod bounded_read;
-pub mod chunk;
-pub mod cidr;
+mod access_log;
+mod admin;
+mod body;
+mod body_budget;
+mod bounded_read;
+mod chunk;
+mod cidr;
 pub mod cli;
 pub mod config;
-pub mod conn;
+mod conn;
 pub mod framing;
 pub mod fs;
 pub mod http;
-pub mod io;
-pub mod listen;
-pub mod listing;
-pub mod metrics;
-pub mod pool;
+mod io;
+mod listen;
+mod listing;
+mod metrics;
+mod pool;
 pub mod protect;
-pub mod request_body;
-pub mod server;
-pub mod service;
+mod request_body;
+mod server;
+mod service;
 pub mod settings;
 pub mod stats;
 pub mod sys;
-pub mod systemd;
+mod systemd;
 pub mod units;
-pub mod worker;
-pub mod zip;
+mod worker;
+mod zip;
 
 pub use server::{start, RunningServer};
 

@@ -63,6 +63,7 @@ impl PooledBuf {
         &self.buf
     }
 
+    #[cfg(test)]
     /// Append bytes.
     pub fn extend_from_slice(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
@@ -76,11 +77,6 @@ impl PooledBuf {
     /// Number of bytes written.
     pub fn len(&self) -> usize {
         self.buf.len()
-    }
-
-    /// Whether nothing was written.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
     }
 
     /// Share it read-only, to hand out slices as body chunks.

@@ -51,6 +51,12 @@ pub struct OpenFile {
     pub encoding: Option<crate::http::encoding::Coding>,
 }
 
+impl crate::sys::MappingOwner for OpenFile {
+    fn mapping(&self) -> Option<&Mapping> {
+        self.map.as_ref()
+    }
+}
+
 /// Why a path could not be opened.
 #[derive(Debug)]
 pub enum OpenError {

@@ -226,13 +226,15 @@ impl SendfileIo {
         offset: usize,
         chunk: usize,
     ) -> Poll<io::Result<usize>> {
-        let map = file.map.as_ref().expect("registered files are mapped");
-        let slice = map.token_slice(offset, offset + chunk);
+        let Some(map) = file.map.as_ref() else {
+            return Poll::Ready(Err(io::Error::other("a registered file is not mapped")));
+        };
         let sock = self.tcp.as_fd();
-        let n = ready!(self.poll_io(cx, || crate::sys::send_vectored(
+        let n = ready!(self.poll_io(cx, || crate::sys::send_mapped(
             sock,
-            &[IoSlice::new(slice)],
-            false
+            map,
+            offset,
+            offset + chunk
         )))?;
         WorkerStats::add(&self.stats().copied_bytes, n as u64);
         Poll::Ready(Ok(n))

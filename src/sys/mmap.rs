@@ -6,6 +6,9 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
+use std::sync::Arc;
+
+use bytes::Buf;
 
 /// A `PROT_READ`, `MAP_SHARED` mapping of a whole file, unmapped on drop.
 ///
@@ -73,10 +76,12 @@ impl Mapping {
     }
 
     /// The slice `[start, end)` of the mapping, to be used as a token only (see the contract).
+    /// Private to `sys`: outside it, the bytes are reachable only as a [`MappedRange`]'s
+    /// `Buf::chunk` (for hyper's write queue) or through [`send_mapped`] (a kernel copy).
     ///
     /// # Panics
     /// If the range is not inside the mapping.
-    pub fn token_slice(&self, start: usize, end: usize) -> &[u8] {
+    fn token_slice(&self, start: usize, end: usize) -> &[u8] {
         assert!(start <= end && end <= self.len, "slice outside mapping");
         // SAFETY: `[start, end)` lies inside a live mapping of `len` bytes (asserted above) that
         // outlives the returned borrow of `self`. The bytes are never read by userspace (type
@@ -121,4 +126,75 @@ impl Drop for Mapping {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
     }
+}
+
+/// What owns a mapping (an open file), and so keeps it alive for a [`MappedRange`].
+pub trait MappingOwner {
+    /// The owner's mapping, if it has one.
+    fn mapping(&self) -> Option<&Mapping>;
+}
+
+/// A byte range `[pos, end)` of an owner's mapping, as a response body chunk.
+///
+/// Its bytes are reachable only through `Buf::chunk`, whose one consumer is hyper's write queue.
+/// The zero-copy design depends on that queue: with `writev(true)` (set where the server builds
+/// its hyper connections, never with `pipeline_flush`) hyper hands the slice on to the IO object
+/// as an `IoSlice` without reading or copying it, and the IO object recognises the address and
+/// sends the range by sendfile(2). hyper documents the strategy but does not promise never to
+/// copy a `Buf`; if it ever did, the kernel (not userspace) would read the bytes in write(2),
+/// failing with EFAULT on a truncated page, and the `copied_bytes` counter and the zero-copy
+/// tests would show it.
+pub struct MappedRange<O: MappingOwner> {
+    owner: Arc<O>,
+    pos: usize,
+    end: usize,
+}
+
+impl<O: MappingOwner> MappedRange<O> {
+    /// The range `[pos, end)` of `owner`'s mapping (empty if it has none).
+    pub fn new(owner: Arc<O>, pos: usize, end: usize) -> Self {
+        debug_assert!(owner
+            .mapping()
+            .is_some_and(|m| pos <= end && end <= m.len()));
+        MappedRange { owner, pos, end }
+    }
+
+    /// The owner of the mapping.
+    pub fn owner(&self) -> &Arc<O> {
+        &self.owner
+    }
+}
+
+impl<O: MappingOwner> Buf for MappedRange<O> {
+    fn remaining(&self) -> usize {
+        self.end - self.pos
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self.owner.mapping() {
+            Some(map) if self.end <= map.len() => map.token_slice(self.pos, self.end),
+            _ => &[],
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        assert!(
+            n <= self.end - self.pos,
+            "advance past the end of a file range"
+        );
+        self.pos += n;
+    }
+}
+
+/// Send `[start, end)` of `map` with one sendmsg: the kernel copies from the mapping (for files
+/// sendfile cannot splice). A truncated page gives EFAULT, never SIGBUS, and no userspace code
+/// reads the bytes.
+pub fn send_mapped(
+    sock: std::os::fd::BorrowedFd<'_>,
+    map: &Mapping,
+    start: usize,
+    end: usize,
+) -> io::Result<usize> {
+    let slice = map.token_slice(start, end);
+    super::send_vectored(sock, &[std::io::IoSlice::new(slice)], false)
 }

@@ -14,7 +14,7 @@ mod net;
 mod open;
 
 pub use alloc::CountingAllocator;
-pub use mmap::Mapping;
+pub use mmap::{send_mapped, MappedRange, Mapping, MappingOwner};
 pub use net::{
     adopt_listener, monotonic_usec, raise_nofile_limit, send_vectored, sendfile, set_defer_accept,
     set_fastopen, set_send_buffer, unacked_bytes,
