@@ -89,12 +89,13 @@ pub fn page_cache_has(file: &impl AsFd, offset: u64, len: usize) -> io::Result<b
 /// Drop the clean page-cache pages of `file` (POSIX_FADV_DONTNEED). Used by the cold-file test and
 /// benchmark to make a file cold on purpose.
 pub fn evict_page_cache(file: &impl AsFd) -> io::Result<()> {
-    // SAFETY: posix_fadvise takes a descriptor kept open by `file` and plain integers.
-    let rc =
-        unsafe { libc::posix_fadvise(file.as_fd().as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    posix_fadvise(
+        file.as_fd().as_raw_fd(),
+        0,
+        0,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )?;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! Socket-side syscalls: sendfile(2), sendmsg(2) with MSG_MORE, the TCP options socket2 lacks,
-//! and the open-files rlimit.
+//! Socket-side syscalls: sendfile(2), sendmsg(2) with MSG_MORE, the TCP options socket2 and nix
+//! lack, and the open-files rlimit. nix's safe wrappers where nix has the call.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -17,34 +17,31 @@ pub fn sendfile(
         return Err(io::Error::from_raw_os_error(libc::EIO));
     }
     let mut off = offset as libc::off64_t;
-    // SAFETY: both descriptors are borrowed and so stay open for the call; `off` is a valid,
-    // exclusively borrowed off64_t that the kernel updates.
-    let rc = unsafe { libc::sendfile64(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
+    Ok(nix::sys::sendfile::sendfile64(
+        sock,
+        file,
+        Some(&mut off),
+        count,
+    )?)
 }
 
 /// sendmsg(2) of `bufs` with MSG_NOSIGNAL, plus MSG_MORE when `more` is set (file data follows, so
 /// the kernel should hold the head back and send it in one segment with the body's start).
 pub fn send_vectored(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
-    let mut flags = libc::MSG_NOSIGNAL;
+    use nix::sys::socket::{sendmsg, MsgFlags, UnixAddr};
+    let mut flags = MsgFlags::MSG_NOSIGNAL;
     if more {
-        flags |= libc::MSG_MORE;
+        // nix names no MSG_MORE; the bit is the kernel's.
+        flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
     }
-    // SAFETY: an all-zero msghdr is a valid empty message (no name, no control data).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    // IoSlice is guaranteed ABI-compatible with `struct iovec` on Unix; the kernel only reads it.
-    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-    // SAFETY: `msg` points at `bufs`, which are live borrowed slices for the duration of the call;
-    // the socket descriptor is borrowed and open.
-    let rc = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
+    let bufs = &bufs[..bufs.len().min(libc::UIO_MAXIOV as usize)];
+    Ok(sendmsg::<UnixAddr>(
+        sock.as_raw_fd(),
+        bufs,
+        &[],
+        flags,
+        None,
+    )?)
 }
 
 fn setsockopt_int(
@@ -93,32 +90,22 @@ pub fn set_fastopen(sock: &impl AsFd, queue: u32) -> io::Result<()> {
 /// SO_SNDBUF. Setting it turns off the kernel's send-buffer autotuning for the socket, so it is
 /// only applied when configured.
 pub fn set_send_buffer(sock: &impl AsFd, bytes: u32) -> io::Result<()> {
-    setsockopt_int(
-        sock.as_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUF,
-        bytes.min(i32::MAX as u32) as i32,
-    )
+    let bytes = bytes.min(i32::MAX as u32) as usize;
+    Ok(nix::sys::socket::setsockopt(
+        sock,
+        nix::sys::socket::sockopt::SndBuf,
+        &bytes,
+    )?)
 }
 
 /// Raise RLIMIT_NOFILE's soft limit to its hard limit. Returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, exclusively borrowed rlimit for the kernel to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: passes a valid rlimit by reference; the kernel only reads it.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(lim.rlim_cur)
+    Ok(hard.max(soft))
 }
 
 /// SIOCOUTQ: bytes in the socket's send queue not yet acknowledged by the peer, so that
@@ -164,11 +151,8 @@ pub fn adopt_listener(fd: std::os::fd::RawFd) -> io::Result<std::net::TcpListene
 
 /// CLOCK_MONOTONIC in microseconds (what sd_notify's MONOTONIC_USEC wants).
 pub fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into a live local.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1000
+    })
 }
