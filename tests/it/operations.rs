@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    binary, free_port, read_response, request_at, sign_cli, signal, wait_for_log, Server, Spawned,
-    Tree,
+    binary, free_port, read_response, request_at, run_ok, sign_cli, signal, wait_for_log, Server,
+    Spawned, Tree,
 };
 
 /// Read sd_notify datagrams until one contains `want` (or panic after `secs`).
@@ -296,10 +296,11 @@ fn metrics_parse_with_prometheus_client_and_count_what_was_done() {
     } else {
         "python3"
     };
-    let out = Command::new(python)
-        .args([
-            "-c",
-            r#"import sys, json
+    let out = run_ok(
+        Command::new(python)
+            .args([
+                "-c",
+                r#"import sys, json
 from prometheus_client.parser import text_string_to_metric_families
 out = {}
 for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
@@ -307,16 +308,11 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
         key = s.name + ''.join(f'|{k}={v}' for k, v in sorted(s.labels.items()))
         out[key] = s.value
 print(json.dumps(out))"#,
-        ])
-        .arg(dir.join("metrics.txt"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus_client (python3-prometheus-client) could not parse: {}",
-        String::from_utf8_lossy(&out.stderr)
+            ])
+            .arg(dir.join("metrics.txt")),
+        "prometheus_client (python3-prometheus-client) parsing /metrics",
     );
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let v = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("no {k} in {m}"));
     // GET 2xx: three 200s, one 206, one archive.
     assert_eq!(v("sendfiled_requests_total|method=GET|status=2xx"), 5.0);
@@ -463,15 +459,11 @@ fn packaged_units_verify_and_the_default_config_checks() {
         .replace("/srv/www", t.root().to_str().unwrap());
     let file = t.dir.path().join("sendfiled.toml");
     std::fs::write(&file, config).unwrap();
-    let out = Command::new(binary())
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(binary())
+            .args(["check-config", "--config"])
+            .arg(&file),
+        "check-config on the packaged configuration",
     );
 }
 
@@ -551,18 +543,14 @@ fn a_restart_behind_socket_activation_refuses_no_connection() {
     t.file("a.txt", b"restart-proof");
     let script = t.dir.path().join("socket_manager.py");
     std::fs::write(&script, SOCKET_MANAGER).unwrap();
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(binary())
-        .arg(t.root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("python3")
+            .arg(&script)
+            .arg(binary())
+            .arg(t.root()),
+        "the socket manager",
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(
         r["failed"], 0,
         "connection attempts lost in the restart: {r}"

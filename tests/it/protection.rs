@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sendfiled::protect::signing::{self, MethodClass, SignRequest};
 
-use crate::support::{closed_within, read_response, sign_cli, Server, Spawned, Tree};
+use crate::support::{closed_within, read_response, run_ok, sign_cli, Server, Spawned, Tree};
 
 const SECRET: &str = "k1-secret-0123456789abcdef";
 
@@ -164,20 +164,16 @@ fn signed_zip_selections_and_unsigned_archives_of_parents() {
 }
 
 fn zip_names(zip: &Path) -> Vec<String> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print('\\n'.join(z.namelist()))",
-        ])
-        .arg(zip)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print('\\n'.join(z.namelist()))",
+            ])
+            .arg(zip),
+        "python3 zipfile",
     );
-    String::from_utf8(out.stdout)
+    String::from_utf8(out)
         .unwrap()
         .lines()
         .map(str::to_string)

@@ -408,20 +408,16 @@ impl Drop for Spawned {
 
 /// `sendfiled sign` through the real binary.
 pub fn sign_cli(key_file: &Path, kid: &str, extra: &[&str], target: &str) -> String {
-    let out = std::process::Command::new(binary())
-        .args(["sign", "--key-file"])
-        .arg(key_file)
-        .args(["--key-id", kid, "--expires-in", "10m"])
-        .args(extra)
-        .arg(target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        std::process::Command::new(binary())
+            .args(["sign", "--key-file"])
+            .arg(key_file)
+            .args(["--key-id", kid, "--expires-in", "10m"])
+            .args(extra)
+            .arg(target),
+        "sendfiled sign",
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    String::from_utf8(out).unwrap().trim().to_string()
 }
 
 /// Everything the server sends on one connection for `raw`, until it closes (or 3 s pass).
@@ -486,4 +482,19 @@ pub fn wait_for_log(server: &Spawned, needle: &str, count: usize) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Run `cmd`, assert it succeeded (the failure names `what` and shows stdout and stderr), and
+/// return its stdout.
+pub fn run_ok(cmd: &mut std::process::Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

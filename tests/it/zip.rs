@@ -3,19 +3,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{curl, read_response, Server, Spawned, Tree};
+use crate::support::{curl, read_response, run_ok, Server, Spawned, Tree};
 
 /// Run every reader the project promises to satisfy on `zip`; panic with its output if one fails.
 fn check_readers(zip: &Path) {
     let z = zip.to_str().unwrap();
     let sh = |script: &str| {
-        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{script} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new("sh").arg("-c").arg(script), script);
     };
     sh(&format!("unzip -tq '{z}'"));
     sh(&format!("zip -T '{z}'"));
@@ -32,16 +26,11 @@ fn check_readers(zip: &Path) {
 /// Names and contents of every file in `zip`, as Python's zipfile reads them.
 fn contents(zip: &Path) -> Vec<(String, Vec<u8>)> {
     let script = "import zipfile,sys\nz=zipfile.ZipFile(sys.argv[1])\nfor i in z.infolist():\n  d=z.read(i)\n  sys.stdout.buffer.write(i.filename.encode()+b'\\0'+str(len(d)).encode()+b'\\0'+d)";
-    let out = Command::new("python3")
-        .args(["-c", script, zip.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("python3").args(["-c", script, zip.to_str().unwrap()]),
+        "python3 zipfile",
     );
-    let mut rest = out.stdout.as_slice();
+    let mut rest = out.as_slice();
     let mut items = Vec::new();
     while !rest.is_empty() {
         let a = rest.iter().position(|&b| b == 0).unwrap();
