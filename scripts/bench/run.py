@@ -4,6 +4,10 @@ case with wrk, reads CPU time and peak RSS from /proc, writes the markdown table
 
 Environment: DURATION (seconds per round, default 5), ROUNDS (default 3), CASES (comma list), BENCH_DIR (corpus and
 scratch, default /tmp/sendfiled-bench), SERVER_CPU (default 0), CLIENT_CPU (default 1).
+
+VERSUS=/path/to/sendfiled runs that binary (another build: old main, say) in nginx's place, so that two versions
+of sendfiled are compared in one run with the same rounds and medians; VERSUS_NAME names it in the report
+(default "baseline") and REPORT names the report files (default "latest", or "versus" with VERSUS).
 """
 import os
 import random
@@ -23,6 +27,9 @@ BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/sendfiled-bench"))
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
 CORPUS = BENCH_DIR / "corpus"
+VERSUS = os.environ.get("VERSUS")
+PEER = os.environ.get("VERSUS_NAME", "baseline") if VERSUS else "nginx"
+REPORT = os.environ.get("REPORT", "versus" if VERSUS else "latest")
 PORTS = {"nginx": 18481, "sendfiled": 18482}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -172,15 +179,16 @@ def start(server):
     # the load unmeasured: refuse to run instead.
     if port_taken(PORTS[server]):
         raise SystemExit(f"port {PORTS[server]} is already in use (a leftover {server}?); stop it first")
-    if server == "nginx":
+    if server == "nginx" and not VERSUS:
         nginx = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
         cmd = ["taskset", "-c", SERVER_CPU, nginx, "-c", str(nginx_conf()), "-e", str(BENCH_DIR / "nginx-error.log")]
     else:
         # Like nginx's `access_log off`: the access log is off and the admin listener too.
         conf = BENCH_DIR / "sendfiled.toml"
         conf.write_text("[access_log]\nenabled = false\n[admin]\nlisten = \"off\"\n")
-        cmd = ["taskset", "-c", SERVER_CPU, str(REPO / "target/release/sendfiled"), "serve",
-               "--root", str(CORPUS), "--listen", f"127.0.0.1:{PORTS['sendfiled']}", "--workers", "1",
+        binary = VERSUS if server == "nginx" else str(REPO / "target/release/sendfiled")
+        cmd = ["taskset", "-c", SERVER_CPU, binary, "serve",
+               "--root", str(CORPUS), "--listen", f"127.0.0.1:{PORTS[server]}", "--workers", "1",
                "--config", str(conf)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(BENCH_DIR / f"{server}.log", "w"))
     url = f"http://127.0.0.1:{PORTS[server]}/1k.bin"
@@ -369,7 +377,7 @@ def report(selected, results, cold):
         key = "mb" if name in BYTE_CASES else "reqs"
         ratio = per_cpu(s, key) / max(per_cpu(n, key), 1e-9)
         ratios.append((desc, ratio))
-        for label, r, rt in (("nginx", n, ""), ("sendfiled", s, f"**{ratio:.2f}×**")):
+        for label, r, rt in ((PEER, n, ""), ("sendfiled", s, f"**{ratio:.2f}×**")):
             lines.append(f"| {desc} | {label} | {r['reqs'] / r['secs']:.0f} | {r['mb'] / r['secs']:.1f} | "
                          f"{per_cpu(r, 'reqs'):.0f} | {per_cpu(r, 'mb'):.1f} | {r['p99']} | {rt} |")
     if ("sendfiled", "zip-stored") in results:
@@ -393,7 +401,8 @@ def report(selected, results, cold):
         lines.append(f"| {dict((c[0], c[1]) for c in ZIP_CASES)['zip-deflate']} | {d['reqs'] / d['secs']:.2f} | "
                      f"{d['mb'] / d['secs']:.1f} | {d['mb'] / max(d['cpu'], 1e-9):.1f} | "
                      f"**{text_mb / max(d['cpu'], 1e-9):.1f} MB of text deflated per CPU-s** |")
-    lines += ["", f"Peak RSS over the matrix above: nginx (master + worker) {results[('nginx', 'rss')] / 1024:.1f} MiB, "
+    peer_rss = f"{PEER} (master + worker)" if PEER == "nginx" else PEER
+    lines += ["", f"Peak RSS over the matrix above: {peer_rss} {results[('nginx', 'rss')] / 1024:.1f} MiB, "
               f"sendfiled {results[('sendfiled', 'rss')] / 1024:.1f} MiB"
               + (f"; sendfiled after the archive cases too: {results[('sendfiled', 'rss-with-archives')] / 1024:.1f} MiB."
                  if ("sendfiled", "rss-with-archives") in results else ".")]
@@ -406,8 +415,8 @@ def report(selected, results, cold):
             lines.append(f"| {server} | {cold[(server, 'hot')]} | {cold[(server, 'cold')]} |")
     out_dir = REPO / "docs" / "benchmarks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "latest.svg").write_text(svg(ratios))
+    (out_dir / f"{REPORT}.md").write_text("\n".join(lines) + "\n")
+    (out_dir / f"{REPORT}.svg").write_text(svg(ratios))
     print("\n".join(lines))
 
 
@@ -417,7 +426,7 @@ def svg(ratios):
     h = top + len(ratios) * (bar + gap) + 40
     scale = (w - left - 60) / max([2.0] + [r * 1.1 for _, r in ratios])
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="13">',
-           f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">sendfiled / nginx, work per server CPU-second</text>']
+           f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">sendfiled / {PEER}, work per server CPU-second</text>']
     for i, (desc, r) in enumerate(ratios):
         y = top + i * (bar + gap)
         color = "#2e7d32" if r >= 1 else "#c62828"
@@ -426,7 +435,7 @@ def svg(ratios):
         out.append(f'<text x="{left + r * scale + 6:.1f}" y="{y + bar * 0.7}">{r:.2f}×</text>')
     x1 = left + scale
     out.append(f'<line x1="{x1}" y1="{top - 6}" x2="{x1}" y2="{h - 30}" stroke="#333" stroke-dasharray="4 3"/>')
-    out.append(f'<text x="{x1}" y="{h - 12}" text-anchor="middle">1.0 = nginx</text>')
+    out.append(f'<text x="{x1}" y="{h - 12}" text-anchor="middle">1.0 = {PEER}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -439,7 +448,7 @@ def main():
     global RUN_ZIP
     RUN_ZIP = not wanted or "zip" in wanted
     results = run_matrix(selected)
-    cold = cold_isolation() if not wanted else {}
+    cold = cold_isolation() if not wanted and not VERSUS else {}
     report(selected, results, cold)
 
 
