@@ -19,14 +19,24 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
     let mut out = String::with_capacity(8192);
     requests(&mut out, s);
     durations(&mut out, s);
+    transfer(&mut out, s);
+    work(&mut out, s, g);
+    refusals(&mut out, s);
+    process(&mut out, s, g);
+    out
+}
+
+/// Bytes, connections and the open-file cache: how body bytes left, what was written, who is
+/// connected.
+fn transfer(out: &mut String, s: &Snapshot) {
     labelled(
-        &mut out,
+        out,
         ("sendfiled_body_bytes_total", "counter", "Response body bytes by how they left: sendfile (file data, including archives' stored data), copy (fallback through a buffer), zip (archive bodies, all of their bytes)."),
         "path",
         &[("sendfile", s.sendfile_bytes), ("copy", s.copied_bytes), ("zip", s.zip_bytes)],
     );
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_sent_bytes_total",
             "counter",
@@ -35,7 +45,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         s.bytes_sent,
     );
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_sendfile_calls_total",
             "counter",
@@ -44,7 +54,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         s.sendfile_calls,
     );
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_connections_active",
             "gauge",
@@ -53,7 +63,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         s.open_connections,
     );
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_connections_total",
             "counter",
@@ -62,7 +72,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         s.connections,
     );
     labelled(
-        &mut out,
+        out,
         (
             "sendfiled_open_file_cache_total",
             "counter",
@@ -74,8 +84,12 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
             ("miss", s.open_file_cache_misses),
         ],
     );
+}
+
+/// Archives, cold prefetches and truncated files.
+fn work(out: &mut String, s: &Snapshot, g: &Gauges) {
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_archives_active",
             "gauge",
@@ -84,7 +98,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         g.archives_active as u64,
     );
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_archives_total",
             "counter",
@@ -93,7 +107,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         s.archives_total,
     );
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_cold_prefetches_total",
             "counter",
@@ -102,7 +116,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         s.cold_prefetches,
     );
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_truncated_aborts_total",
             "counter",
@@ -110,9 +124,12 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         ),
         s.truncated_aborts,
     );
-    refusals(&mut out, s);
+}
+
+/// The log, pacing, and the process's own state.
+fn process(out: &mut String, s: &Snapshot, g: &Gauges) {
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_access_log_dropped_lines_total",
             "counter",
@@ -121,7 +138,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         s.log_lines_dropped,
     );
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_paced_responses_total",
             "counter",
@@ -130,7 +147,7 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         s.paced_responses,
     );
     scalar(
-        &mut out,
+        out,
         (
             "sendfiled_draining",
             "gauge",
@@ -139,11 +156,10 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
         u64::from(g.draining),
     );
     scalar(
-        &mut out,
+        out,
         ("sendfiled_workers", "gauge", "Worker threads."),
         g.workers as u64,
     );
-    out
 }
 
 /// A metric family's name, type and help text.

@@ -305,7 +305,8 @@ impl Config {
         Config::load(file, overrides)
     }
 
-    /// Validate an already parsed file.
+    /// Validate an already parsed file. (Long only because it lists every section: each line
+    /// hands one section to its check in `check`, and the struct literal names every field.)
     pub fn from_raw(
         mut raw: RawConfig,
         file: Option<&Path>,
