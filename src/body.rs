@@ -7,20 +7,20 @@
 //! body marks the connection idle again (its keep-alive timer starts then).
 
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http_body::{Frame, SizeHint};
 
 use crate::chunk::{Chunk, FileBuf};
 use crate::conn::ConnShared;
+use crate::copy::{BlockingRead, COPY_CHUNK};
 use crate::fs::OpenFile;
 use crate::http::range::ByteRange;
-use crate::pool::{self, PooledBuf, PooledSlice};
+use crate::pool::{PooledBuf, PooledSlice};
 use crate::stats::WorkerStats;
 use crate::zip::stream::ZipStream;
 
@@ -85,6 +85,7 @@ impl Body {
                 pos: range.first,
                 end: range.last + 1,
                 conn: conn.clone(),
+                read: BlockingRead::default(),
             };
             return Body::new(Kind::Copy(Box::new(copy)), conn);
         }
@@ -180,7 +181,7 @@ impl http_body::Body for Body {
             Kind::Bytes(b) => b.take().map(Chunk::Bytes),
             Kind::File(f) => f.take().map(Chunk::File),
             Kind::Multipart(m) => m.next_chunk(),
-            Kind::Copy(c) => match c.next_chunk() {
+            Kind::Copy(c) => match ready!(c.poll_chunk(cx)) {
                 Ok(chunk) => chunk,
                 Err(e) => return Poll::Ready(Some(Err(e))),
             },
@@ -261,35 +262,25 @@ impl Multipart {
     }
 }
 
-/// The copying fallback for files the kernel would not map: pread into pooled 64 KiB buffers.
+/// The copying fallback for files the kernel would not map: reads on the blocking pool
+/// (`copy::BlockingRead`), handed to hyper as they come.
 struct CopyBody {
     file: Arc<OpenFile>,
     pos: u64,
     end: u64,
     conn: Rc<ConnShared>,
+    read: BlockingRead,
 }
 
 impl CopyBody {
-    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Chunk>>> {
         if self.pos >= self.end {
-            return Ok(None);
+            return Poll::Ready(Ok(None));
         }
-        let n = (self.end - self.pos).min(pool::LARGE as u64) as usize;
-        let mut buf = PooledBuf::with_capacity(n);
-        let v = buf.vec_mut();
-        v.resize(n, 0);
-        let got = self.file.file.read_at(v, self.pos)?;
-        if got == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was being sent",
-            ));
-        }
-        v.truncate(got);
-        self.pos += got as u64;
-        WorkerStats::add(&self.conn.worker.stats().copied_bytes, got as u64);
-        let shared = buf.share();
-        let len = shared.len();
-        Ok(Some(Chunk::Pooled(PooledSlice::new(shared, 0, len))))
+        let n = (self.end - self.pos).min(COPY_CHUNK as u64) as usize;
+        let bytes = ready!(self.read.poll_read(cx, &self.file, self.pos, n))?;
+        self.pos += bytes.len() as u64;
+        WorkerStats::add(&self.conn.worker.stats().copied_bytes, bytes.len() as u64);
+        Poll::Ready(Ok(Some(Chunk::Bytes(bytes))))
     }
 }

@@ -26,6 +26,7 @@ mod cidr;
 pub mod cli;
 pub mod config;
 mod conn;
+mod copy;
 pub mod framing;
 pub mod fs;
 pub mod http;

@@ -40,6 +40,10 @@ impl Mapping {
                 "cannot map an empty file",
             ));
         }
+        #[cfg(feature = "fault-injection")]
+        if super::fault::nomap(std::os::fd::AsFd::as_fd(file)) {
+            return Err(io::Error::from_raw_os_error(libc::ENODEV));
+        }
         // SAFETY: a fresh mapping at an address the kernel chooses (NULL hint), read-only, of a
         // descriptor that stays open for the call. No existing memory is affected.
         let ptr = unsafe {

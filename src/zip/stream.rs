@@ -13,13 +13,11 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::crc;
@@ -30,6 +28,7 @@ pub use super::permit::ArchivePermit;
 use crate::chunk::{Chunk, FileBuf};
 use crate::config::SymlinkRule;
 use crate::conn::ConnShared;
+use crate::copy::{BlockingRead, COPY_CHUNK};
 use crate::fs::{self, OpenFile};
 use crate::pool::{PooledBuf, PooledSlice};
 
@@ -69,6 +68,8 @@ pub struct ZipStream {
     piece: Piece,
     /// Bytes at the start of the current piece that lie before the requested range.
     skip: u64,
+    /// The read in flight for a file that could not be mapped.
+    copy: BlockingRead,
     /// Bytes still to send (the range's length; the whole archive when unsized).
     remaining: u64,
     /// Archive bytes produced so far (offsets of an unsized archive are learned this way).
@@ -110,6 +111,7 @@ impl ZipStream {
             crc_rx,
             piece: Piece::Local(0),
             skip: 0,
+            copy: BlockingRead::default(),
             remaining: len,
             written: start,
             offsets: if sized { Vec::new() } else { vec![0; n] },
@@ -187,9 +189,9 @@ impl ZipStream {
             let step = match self.piece {
                 Piece::Done => return Poll::Ready(None),
                 Piece::Local(i) => ready!(self.local(cx, i)),
-                Piece::Data(i) => self.data(i),
+                Piece::Data(i) => ready!(self.data(cx, i)),
                 Piece::BlockHead(i, k) => Ok(self.block_head(i, k)),
-                Piece::Block(i, k) => self.block(i, k),
+                Piece::Block(i, k) => ready!(self.block(cx, i, k)),
                 Piece::Deflated(i) => ready!(self.deflated(cx, i)),
                 Piece::Verify(i) => self.verify(i).map(|()| None),
                 Piece::Descriptor(i) => ready!(self.descriptor(cx, i)),
@@ -242,24 +244,36 @@ impl ZipStream {
 
     /// Hand out bytes `[from + skip, to)` of the current file, clipped to the range.
     /// `this` is the piece being emitted, re-entered when a copied range needs more chunks.
-    fn emit_file(&mut self, this: Piece, from: u64, to: u64) -> io::Result<Option<Chunk>> {
+    fn emit_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        this: Piece,
+        from: u64,
+        to: u64,
+    ) -> Poll<io::Result<Option<Chunk>>> {
         let start = from + self.skip;
         self.skip = 0;
         let end = to.min(start.saturating_add(self.remaining));
         if start >= end {
             self.written += to - start;
-            return Ok(None);
+            return Poll::Ready(Ok(None));
         }
-        let file = self
-            .file
-            .clone()
-            .ok_or_else(|| io::Error::other("no open file"))?;
+        let Some(file) = self.file.clone() else {
+            return Poll::Ready(Err(io::Error::other("no open file")));
+        };
         if file.map.is_none() {
-            // Not mappable (an unusual file system): copy through a pooled-size buffer, one
-            // chunk per call, coming back to this piece for the rest.
-            let n = (end - start).min(crate::pool::LARGE as u64);
-            let mut buf = vec![0u8; n as usize];
-            file.file.read_exact_at(&mut buf, start)?;
+            // Not mappable (an unusual file system): copy, read on the blocking pool one chunk
+            // per call, coming back to this piece for the rest (and to the same read while it
+            // runs).
+            let n = (end - start).min(COPY_CHUNK as u64);
+            let read = self.copy.poll_read(cx, &file, start, n as usize);
+            let Poll::Ready(bytes) = read else {
+                // Come back to the same bytes of the same piece.
+                self.skip = start - from;
+                self.piece = this;
+                return Poll::Pending;
+            };
+            let bytes = bytes?;
             crate::stats::WorkerStats::add(&self.conn.worker.stats().copied_bytes, n);
             self.remaining -= n;
             if start + n < end {
@@ -269,16 +283,16 @@ impl ZipStream {
             } else {
                 self.written += to - start;
             }
-            return Ok(Some(Chunk::Bytes(Bytes::from(buf))));
+            return Poll::Ready(Ok(Some(Chunk::Bytes(bytes))));
         }
         self.written += to - start;
         self.remaining -= end - start;
-        Ok(Some(Chunk::File(FileBuf::new(
+        Poll::Ready(Ok(Some(Chunk::File(FileBuf::new(
             file,
             start as usize,
             end as usize,
             self.conn.clone(),
-        ))))
+        )))))
     }
 
     fn after_local(&self, i: usize) -> Piece {
@@ -330,12 +344,15 @@ impl ZipStream {
         }
     }
 
-    fn data(&mut self, i: usize) -> io::Result<Option<Chunk>> {
+    fn data(&mut self, cx: &mut Context<'_>, i: usize) -> Poll<io::Result<Option<Chunk>>> {
         if self.file.is_none() {
-            self.file = Some(self.open(i)?);
+            match self.open(i) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
         self.piece = Piece::Verify(i);
-        self.emit_file(Piece::Data(i), 0, self.m.entries[i].size)
+        self.emit_file(cx, Piece::Data(i), 0, self.m.entries[i].size)
     }
 
     fn block_head(&mut self, i: usize, k: u64) -> Option<Chunk> {
@@ -352,9 +369,12 @@ impl ZipStream {
         self.emit(buf)
     }
 
-    fn block(&mut self, i: usize, k: u64) -> io::Result<Option<Chunk>> {
+    fn block(&mut self, cx: &mut Context<'_>, i: usize, k: u64) -> Poll<io::Result<Option<Chunk>>> {
         if self.file.is_none() {
-            self.file = Some(self.open(i)?);
+            match self.open(i) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
         let size = self.m.entries[i].size;
         let (from, to) = (k * BLOCK, ((k + 1) * BLOCK).min(size));
@@ -363,7 +383,7 @@ impl ZipStream {
         } else {
             Piece::Verify(i)
         };
-        self.emit_file(Piece::Block(i, k), from, to)
+        self.emit_file(cx, Piece::Block(i, k), from, to)
     }
 
     fn verify(&mut self, i: usize) -> io::Result<()> {

@@ -208,3 +208,63 @@ fn read_errors_abort_only_that_response() {
     fds_settle(&s, baseline);
     assert!(s.terminate(15).success());
 }
+
+/// A file the kernel will not map (injected: `fault-injection` feature) takes the copying
+/// fallback, read on the blocking pool: full bodies, ranges and archives stay byte-exact, and
+/// the copied bytes are counted.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn unmappable_files_are_copied_byte_exact() {
+    use std::os::unix::fs::MetadataExt;
+    let t = Tree::new();
+    let data = Tree::noise(300_000, 9);
+    let odd = t.file("d/odd.bin", &data);
+    let ino = std::fs::metadata(&odd).unwrap().ino();
+    let admin = crate::support::free_port();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let s = Spawned::serve_env(
+        &[("SENDFILED_FAULT_NOMAP_INODES", ino.to_string())],
+        &[
+            "--root",
+            t.root().to_str().unwrap(),
+            "--workers",
+            "1",
+            "--admin-listen",
+            &admin_addr,
+        ],
+    );
+    assert_eq!(get(&s, "/d/odd.bin").body, data, "the whole file");
+    let ranged =
+        crate::support::request_at(s.addr, "GET", "/d/odd.bin", &["Range: bytes=100000-199999"]);
+    assert_eq!(ranged.status, 206);
+    assert_eq!(ranged.body, &data[100_000..200_000], "a range");
+    let zip = get(&s, "/d/?download=zip&compress=store");
+    assert_eq!(zip.status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.zip"), &zip.body).unwrap();
+    crate::support::run_ok(
+        std::process::Command::new("unzip")
+            .arg("-q")
+            .arg("a.zip")
+            .current_dir(dir.path()),
+        "unzip",
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("d/odd.bin")).unwrap(),
+        data,
+        "in an archive"
+    );
+    let metrics =
+        crate::support::request_at(admin_addr.parse().unwrap(), "GET", "/metrics", &[]).text();
+    let copied: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sendfiled_body_bytes_total{path=\"copy\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        copied >= 2 * 300_000 + 100_000,
+        "copied bytes counted: {copied}"
+    );
+    assert!(s.terminate(15).success());
+}
