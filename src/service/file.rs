@@ -10,9 +10,8 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use percent_encoding::utf8_percent_encode;
 
 use crate::body::Body;
-use crate::config::DotfileRule;
 use crate::conn::ConnShared;
-use crate::fs::path::{has_dotfile, normalize, PATH_ESCAPES};
+use crate::fs::path::PATH_ESCAPES;
 use crate::fs::{OpenError, OpenFile};
 use crate::http::conditional::Validators;
 use crate::http::disposition;
@@ -20,8 +19,8 @@ use crate::http::encoding::{self, Choice, Coding};
 use crate::http::gate::{self, Decision};
 use crate::http::range::ByteRange;
 
-use super::admit;
 use super::reply::*;
+use super::{admit, target_path, TargetRefusal};
 
 pub(super) const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
 
@@ -34,10 +33,6 @@ pub(super) fn answer(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Respo
         return not_get(conn, &req.method);
     }
     let config = conn.worker.config();
-    let target_len = req.uri.path_and_query().map_or(1, |pq| pq.as_str().len());
-    if target_len > config.limits.target_bytes {
-        return error(conn, StatusCode::URI_TOO_LONG, "request target too long\n");
-    }
     let mut rel = conn.worker.scratch_path.borrow_mut();
     let file = match resolve(conn, req, &mut rel) {
         Ok(file) => file,
@@ -90,14 +85,14 @@ fn resolve(
     req: &http::request::Parts,
     rel: &mut String,
 ) -> Result<Arc<OpenFile>, Response<Body>> {
-    let norm = normalize(req.uri.path(), rel).map_err(|e| {
-        tracing::debug!(reason = %e, "bad request path");
-        error(conn, StatusCode::BAD_REQUEST, "bad request path\n")
+    let norm = target_path(conn, req, rel).map_err(|why| match why {
+        TargetRefusal::TooLong => {
+            error(conn, StatusCode::URI_TOO_LONG, "request target too long\n")
+        }
+        TargetRefusal::BadPath => error(conn, StatusCode::BAD_REQUEST, "bad request path\n"),
+        TargetRefusal::Hidden => not_found(conn),
     })?;
     let config = conn.worker.config();
-    if config.dotfiles == DotfileRule::Deny && has_dotfile(rel) {
-        return Err(not_found(conn));
-    }
     if admit(conn, req, rel).is_err() {
         return Err(forbidden(conn));
     }

@@ -291,17 +291,42 @@ fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
 /// Host, a target within the limit, no refused dotfile); `None` sends the request down the file
 /// path, which gives the right error.
 fn existing_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
-    let config = conn.worker.config();
-    if req.uri.path_and_query().map_or(1, |pq| pq.as_str().len()) > config.limits.target_bytes {
-        return None;
-    }
     let mut rel = String::new();
-    normalize(req.uri.path(), &mut rel).ok()?;
-    if config.dotfiles == DotfileRule::Deny && has_dotfile(&rel) {
-        return None;
-    }
+    target_path(conn, req, &mut rel).ok()?;
     match conn.worker.open(&rel) {
         Ok(f) if f.is_dir => Some(rel),
         _ => None,
     }
+}
+
+/// Why a request target names no servable path.
+enum TargetRefusal {
+    /// Longer than `limits.target_bytes` (414).
+    TooLong,
+    /// Not a safe path (400).
+    BadPath,
+    /// Refused by the dotfile rule (404).
+    Hidden,
+}
+
+/// The request's path, checked and normalised into `rel` the same way for files, listings and
+/// archives: the target within the limit, the path decoded once and made safe, the dotfile
+/// rule applied.
+fn target_path(
+    conn: &Rc<ConnShared>,
+    req: &http::request::Parts,
+    rel: &mut String,
+) -> Result<crate::fs::path::Normalized, TargetRefusal> {
+    let config = conn.worker.config();
+    if req.uri.path_and_query().map_or(1, |pq| pq.as_str().len()) > config.limits.target_bytes {
+        return Err(TargetRefusal::TooLong);
+    }
+    let norm = normalize(req.uri.path(), rel).map_err(|e| {
+        tracing::debug!(reason = %e, "bad request path");
+        TargetRefusal::BadPath
+    })?;
+    if config.dotfiles == DotfileRule::Deny && has_dotfile(rel) {
+        return Err(TargetRefusal::Hidden);
+    }
+    Ok(norm)
 }
