@@ -16,8 +16,10 @@
 //! the guard reads nothing more. Work per read is one search per line plus at most `LINE` bytes
 //! of each line's start; body bytes are skipped, not scanned.
 
-/// Bytes of a head line's start kept (lowercased) to recognise framing headers and their values.
+/// Bytes of a head line's start kept (lowercased) to recognise framing headers and their values:
+/// a Content-Length line keeps up to `LINE`, any other line only its first `NAME` bytes.
 const LINE: usize = 48;
+const NAME: usize = 18;
 /// Longest chunk extension accepted (hyper's own limit is larger and per body).
 const MAX_CHUNK_EXTENSION: usize = 4096;
 /// Hex digits in a chunk size: 15 keep the size below 2^60.
@@ -183,19 +185,16 @@ impl StreamGuard {
     /// Read head (or trailer) bytes from `at` up to the next line end, and judge the line there.
     fn scan_line(&mut self, bytes: &mut [u8], at: usize) -> usize {
         let rest = &bytes[at..];
-        let line_end = rest.iter().position(|b| *b == b'\n');
+        let line_end = memchr::memchr(b'\n', rest);
         let segment = &rest[..line_end.unwrap_or(rest.len())];
         if let Some(&last) = segment.last() {
             self.prev_cr = last == b'\r';
         }
-        for &c in segment {
-            if self.line_len == LINE {
-                break; // a long line: already not empty, and its start is known
-            }
-            if c != b'\r' {
-                self.line_empty = false;
-                self.line[self.line_len] = c.to_ascii_lowercase();
-                self.line_len += 1;
+        let content = segment.strip_suffix(b"\r").unwrap_or(segment);
+        if !content.is_empty() {
+            self.line_empty = false;
+            if self.state == State::Head && !self.request_line {
+                self.capture(content);
             }
         }
         let Some(offset) = line_end else {
@@ -214,6 +213,27 @@ impl StreamGuard {
         self.prev_cr = false;
         self.line_len = 0;
         newline + 1
+    }
+
+    /// Keep the start of a field line, lowercased: its first `NAME` bytes, or up to `LINE` for a
+    /// Content-Length line (whose value the guard reads).
+    fn capture(&mut self, mut content: &[u8]) {
+        loop {
+            let cap = if self.line_len >= 15 && self.line.starts_with(b"content-length:") {
+                LINE
+            } else {
+                NAME
+            };
+            if self.line_len >= cap || content.is_empty() {
+                return;
+            }
+            let take = content.len().min(cap - self.line_len);
+            let kept = &mut self.line[self.line_len..self.line_len + take];
+            kept.copy_from_slice(&content[..take]);
+            kept.make_ascii_lowercase();
+            self.line_len += take;
+            content = &content[take..];
+        }
     }
 
     /// An empty line: before a request line it is ignored (RFC 9112 §2.2); after a head it

@@ -69,10 +69,10 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
         let conn = self.conn.clone();
         // A body on a request that has no use for one is read and dropped before the answer, so
         // that its framing is checked first (a response that closes the connection needs not).
-        let closing =
-            matches!(&reply, Reply::Now(r) if r.headers().contains_key(header::CONNECTION));
-        let reads_own_body = matches!(reply, Reply::Archive(..)) && parts.method == Method::POST;
-        let discard = !(body.is_end_stream() || closing || reads_own_body);
+        // (Checked in this order: almost every request has no body, and the header lookup would
+        // cost each of them a hash.)
+        let discard =
+            !body.is_end_stream() && !reads_own_body(&reply, &parts.method) && !closes(&reply);
         match reply {
             Reply::Now(resp) if !discard => {
                 record(&conn, &resp, is_head);
@@ -329,4 +329,14 @@ fn target_path(
         return Err(TargetRefusal::Hidden);
     }
     Ok(norm)
+}
+
+/// An archive POST reads its own body (the selection).
+fn reads_own_body(reply: &Reply, method: &Method) -> bool {
+    matches!(reply, Reply::Archive(..)) && method == Method::POST
+}
+
+/// A response that closes the connection needs no body read before it.
+fn closes(reply: &Reply) -> bool {
+    matches!(reply, Reply::Now(r) if r.headers().contains_key(header::CONNECTION))
 }
