@@ -37,7 +37,8 @@ macro_rules! counters {
     };
 }
 
-/// Labels of `early_refusals`, in counter order (see [`crate::framing::EarlyRefusal`]).
+/// Labels of `early_refusals`, in counter order (the framing module's `EarlyRefusal` indexes
+/// them; the labels live here, below it, so that metrics need not look up the layers).
 pub const EARLY_REFUSAL_LABELS: [&str; 5] = [
     "bare_lf",
     "duplicate_framing",
@@ -46,7 +47,7 @@ pub const EARLY_REFUSAL_LABELS: [&str; 5] = [
     "malformed",
 ];
 
-/// Labels of `body_refusals`, in counter order (see [`crate::request_body::BodyError`]).
+/// Labels of `body_refusals`, in counter order (`request_body::BodyError` indexes them).
 pub const BODY_REFUSAL_LABELS: [&str; 5] = [
     "too_large",
     "too_slow",

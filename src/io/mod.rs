@@ -4,7 +4,7 @@
 //!
 //! hyper is configured with `writev(true)`, so it never copies body `Buf`s: it hands us `IoSlice`s
 //! of the head and of each queued body chunk. A slice that lies inside a mapping registered by a
-//! live [`crate::body::FileBuf`] of this connection is recognised by its address and sent from the
+//! live [`crate::chunk::FileBuf`] of this connection is recognised by its address and sent from the
 //! file's page cache. We return exactly what the kernel accepted, so hyper's accounting stays
 //! right on partial writes. See docs/architecture.md.
 
