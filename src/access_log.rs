@@ -37,7 +37,13 @@ pub struct AccessLog {
     queue: SyncSender<Vec<u8>>,
     /// Batches queued or being written.
     pending: Arc<AtomicUsize>,
+    /// Written batches, emptied, for workers to fill again: the log allocates no buffer in
+    /// steady state.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
+
+/// Emptied batch buffers kept for reuse.
+const SPARE_BATCHES: usize = 8;
 
 /// Batches the queue holds (each up to a worker's batch size, 32 KiB).
 const QUEUE_BATCHES: usize = 64;
@@ -52,12 +58,19 @@ impl AccessLog {
         let file = Arc::new(Mutex::new(file));
         let pending = Arc::new(AtomicUsize::new(0));
         let (queue, batches) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BATCHES);
-        let (out, done) = (file.clone(), pending.clone());
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let (out, done, give_back) = (file.clone(), pending.clone(), spare.clone());
         std::thread::Builder::new()
             .name("sendfiled-log".into())
             .spawn(move || {
-                for batch in batches {
+                for mut batch in batches {
                     write_out(&out, &batch);
+                    batch.clear();
+                    let mut spare = give_back.lock().unwrap_or_else(|e| e.into_inner());
+                    if spare.len() < SPARE_BATCHES {
+                        spare.push(batch);
+                    }
+                    drop(spare);
                     done.fetch_sub(1, Ordering::Release);
                 }
             })?;
@@ -67,6 +80,7 @@ impl AccessLog {
             file,
             queue,
             pending,
+            spare,
         })
     }
 
@@ -83,6 +97,13 @@ impl AccessLog {
         let new = open_append(p)?;
         *self.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
         Ok(())
+    }
+
+    /// An empty buffer for the next batch (a written one when there is one), with room for
+    /// `capacity` bytes.
+    pub fn empty_batch(&self, capacity: usize) -> Vec<u8> {
+        let reused = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
     /// Queue a batch of whole lines for the writer. Never blocks: when the queue is full the

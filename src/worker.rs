@@ -132,7 +132,7 @@ impl Worker {
         let mut buf = self.log_buf.borrow_mut();
         x.write_line(&mut buf, log.format(), client, bytes, seconds, aborted);
         if buf.len() >= LOG_BATCH {
-            let batch = std::mem::replace(&mut *buf, Vec::with_capacity(LOG_BATCH + 1024));
+            let batch = std::mem::replace(&mut *buf, log.empty_batch(LOG_BATCH + 1024));
             self.hand_to_log(log, batch);
         }
     }
@@ -157,13 +157,18 @@ impl Worker {
 
     /// Write out buffered access-log lines.
     pub fn flush_log(&self) {
-        let batch = std::mem::take(&mut *self.log_buf.borrow_mut());
-        if batch.is_empty() {
+        let mut buf = self.log_buf.borrow_mut();
+        if buf.is_empty() {
             return;
         }
-        if let Some(log) = &self.settings.borrow().access_log {
-            self.hand_to_log(log, batch);
-        }
+        let settings = self.settings.borrow();
+        let Some(log) = &settings.access_log else {
+            buf.clear(); // the log was turned off by a reload: its lines go nowhere
+            return;
+        };
+        let batch = std::mem::replace(&mut *buf, log.empty_batch(LOG_BATCH + 1024));
+        drop(buf);
+        self.hand_to_log(log, batch);
     }
 
     /// Queue a batch for the log writer; a full queue drops it, counted, with a warning at most
