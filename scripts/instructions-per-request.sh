@@ -6,10 +6,10 @@
 #
 #   scripts/instructions-per-request.sh target/release/sendfiled /tmp/old/target/release/sendfiled
 #
-# Needs valgrind and python3, and the corpus of scripts/bench-vs-nginx.sh (run it once first).
+# Needs valgrind and python3, and the corpus of scripts/bench-vs-peers.sh (run it once first).
 set -euo pipefail
 corpus="${BENCH_DIR:-/tmp/sendfiled-bench}/corpus"
-[ -f "$corpus/1k.bin" ] || { echo "no corpus at $corpus: run scripts/bench-vs-nginx.sh once" >&2; exit 1; }
+[ -f "$corpus/1k.bin" ] || { echo "no corpus at $corpus: run scripts/bench-vs-peers.sh once" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 printf '[access_log]\nenabled = false\n[admin]\nlisten = "off"\n' > "$work/quiet.toml"

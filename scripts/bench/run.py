@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""Benchmark driver for scripts/bench-vs-nginx.sh: builds the corpus, runs each server and each
+"""Benchmark driver for scripts/bench-vs-peers.sh: builds the corpus, runs each server and each
 case with wrk, reads CPU time and peak RSS from /proc, writes the markdown table and SVG chart.
 
 Environment: DURATION (seconds per round, default 5), ROUNDS (default 3), CASES (comma list), BENCH_DIR (corpus and
-scratch, default /tmp/sendfiled-bench), SERVER_CPU (default 0), CLIENT_CPU (default 1).
+scratch, default /tmp/sendfiled-bench), SERVER_CPU (default 0), CLIENT_CPU (default 1), PEERS (comma list of
+nginx, h2o, lighttpd; default all three), SENDFILED_TOML (extra lines for sendfiled's config file, to try a
+setting: "[open_file_cache]\nsmall_body_max = 0", say).
 
-VERSUS=/path/to/sendfiled runs that binary (another build: old main, say) in nginx's place, so that two versions
+LOGS=1 adds the access-log pair: nginx with `access_log FILE buffer=64k` and sendfiled with its JSON access log
+to a file, on the 1 KiB keep-alive cases, beside the same servers with logs off.
+
+VERSUS=/path/to/sendfiled runs that binary (another build: old main, say) as the only peer, so that two versions
 of sendfiled are compared in one run with the same rounds and medians; VERSUS_NAME names it in the report
 (default "baseline") and REPORT names the report files (default "latest", or "versus" with VERSUS).
 """
@@ -28,9 +33,14 @@ SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
 CORPUS = BENCH_DIR / "corpus"
 VERSUS = os.environ.get("VERSUS")
-PEER = os.environ.get("VERSUS_NAME", "baseline") if VERSUS else "nginx"
+VERSUS_NAME = os.environ.get("VERSUS_NAME", "baseline")
+PEERS = [VERSUS_NAME] if VERSUS else os.environ.get("PEERS", "nginx,h2o,lighttpd").split(",")
+LOGS = os.environ.get("LOGS") == "1" and not VERSUS
+LOG_CASES = ("1k-ka-64", "1k-ka-256")
+SERVERS = PEERS + ["sendfiled"] + (["nginx+log", "sendfiled+log"] if LOGS else [])
 REPORT = os.environ.get("REPORT", "versus" if VERSUS else "latest")
-PORTS = {"nginx": 18481, "sendfiled": 18482}
+PORTS = {"nginx": 18481, "sendfiled": 18482, "h2o": 18483, "lighttpd": 18484,
+         "nginx+log": 18485, "sendfiled+log": 18486, VERSUS_NAME: 18481}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -124,8 +134,9 @@ def make_corpus():
     os.chmod(BENCH_DIR, 0o755)
 
 
-def nginx_conf():
-    conf = BENCH_DIR / "nginx.conf"
+def nginx_conf(server):
+    conf = BENCH_DIR / f"{server}.conf"
+    access_log = f"access_log {BENCH_DIR}/nginx-access.log combined buffer=64k flush=1s" if server.endswith("+log") else "access_log off"
     conf.write_text(f"""
 # nginx's best static configuration for this test: one worker on the server core, sendfile
 # with tcp_nopush, open_file_cache, no access log, reuseport, long keep-alive.
@@ -135,11 +146,11 @@ worker_cpu_affinity {1 << int(SERVER_CPU):b};
 worker_rlimit_nofile 65536;
 daemon off;
 master_process on;
-pid {BENCH_DIR}/nginx.pid;
+pid {BENCH_DIR}/{server}.pid;
 error_log {BENCH_DIR}/nginx-error.log warn;
 events {{ worker_connections 8192; multi_accept on; }}
 http {{
-    access_log off;
+    {access_log};
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
@@ -157,13 +168,53 @@ http {{
     uwsgi_temp_path {BENCH_DIR}/nginx-tmp;
     scgi_temp_path {BENCH_DIR}/nginx-tmp;
     server {{
-        listen 127.0.0.1:{PORTS['nginx']} reuseport backlog=4096;
+        listen 127.0.0.1:{PORTS[server]} reuseport backlog=4096;
         root {CORPUS};
         location / {{ }}
     }}
 }}
 """)
     (BENCH_DIR / "nginx-tmp").mkdir(exist_ok=True)
+    return conf
+
+
+def h2o_conf():
+    """h2o's static configuration: one thread, its file-descriptor cache (on by default in 2.2),
+    no access log, long keep-alive."""
+    conf = BENCH_DIR / "h2o.conf"
+    conf.write_text(f"""user: root
+num-threads: 1
+max-connections: 16384
+http1-request-timeout: 65
+error-log: {BENCH_DIR}/h2o-error.log
+listen:
+  host: 127.0.0.1
+  port: {PORTS['h2o']}
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: {CORPUS}
+""")
+    return conf
+
+
+def lighttpd_conf():
+    """lighttpd's static configuration: one process (max-worker 0), its stat cache and fd cache
+    (on by default in 1.4.69), sendfile, no access log (mod_accesslog not loaded)."""
+    conf = BENCH_DIR / "lighttpd.conf"
+    conf.write_text(f"""server.document-root = "{CORPUS}"
+server.bind = "127.0.0.1"
+server.port = {PORTS['lighttpd']}
+server.max-worker = 0
+server.max-keep-alive-requests = 1000000
+server.max-keep-alive-idle = 65
+server.max-fds = 65536
+server.max-connections = 16384
+server.listen-backlog = 4096
+server.errorlog = "{BENCH_DIR}/lighttpd-error.log"
+mimetype.assign = ("" => "application/octet-stream")
+""")
     return conf
 
 
@@ -179,14 +230,21 @@ def start(server):
     # the load unmeasured: refuse to run instead.
     if port_taken(PORTS[server]):
         raise SystemExit(f"port {PORTS[server]} is already in use (a leftover {server}?); stop it first")
-    if server == "nginx" and not VERSUS:
+    if server.startswith("nginx"):
         nginx = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
-        cmd = ["taskset", "-c", SERVER_CPU, nginx, "-c", str(nginx_conf()), "-e", str(BENCH_DIR / "nginx-error.log")]
+        cmd = ["taskset", "-c", SERVER_CPU, nginx, "-c", str(nginx_conf(server)), "-e", str(BENCH_DIR / "nginx-error.log")]
+    elif server == "h2o":
+        cmd = ["taskset", "-c", SERVER_CPU, "h2o", "-c", str(h2o_conf())]
+    elif server == "lighttpd":
+        cmd = ["taskset", "-c", SERVER_CPU, "lighttpd", "-D", "-f", str(lighttpd_conf())]
     else:
-        # Like nginx's `access_log off`: the access log is off and the admin listener too.
-        conf = BENCH_DIR / "sendfiled.toml"
-        conf.write_text("[access_log]\nenabled = false\n[admin]\nlisten = \"off\"\n")
-        binary = VERSUS if server == "nginx" else str(REPO / "target/release/sendfiled")
+        # Like nginx's `access_log off`: the access log is off and the admin listener too; the
+        # +log server writes JSON lines to a file instead.
+        conf = BENCH_DIR / f"{server}.toml"
+        log = (f"[access_log]\nenabled = true\nformat = \"json\"\npath = \"{BENCH_DIR}/sendfiled-access.log\"\n"
+               if server.endswith("+log") else "[access_log]\nenabled = false\n")
+        conf.write_text(log + "[admin]\nlisten = \"off\"\n" + os.environ.get("SENDFILED_TOML", "").replace("\\n", "\n") + "\n")
+        binary = VERSUS if server == VERSUS_NAME else str(REPO / "target/release/sendfiled")
         cmd = ["taskset", "-c", SERVER_CPU, binary, "serve",
                "--root", str(CORPUS), "--listen", f"127.0.0.1:{PORTS[server]}", "--workers", "1",
                "--config", str(conf)]
@@ -257,17 +315,24 @@ def wrk(server, conns, target, extra, duration):
             "p99": f"{p99.group(1)}{p99.group(2)}" if p99 else "-"}
 
 
+def servers_for(name):
+    return [s for s in SERVERS if not s.endswith("+log") or name in LOG_CASES]
+
+
 def run_matrix(selected):
-    """Both servers run at once on the same core (an idle one costs nothing); each case runs
-    ROUNDS times per server, alternating which goes first, and the median round is reported, so
-    that drift on a shared machine falls on both alike."""
-    procs = {server: start(server) for server in ("nginx", "sendfiled")}
+    """Every server runs at once on the same core (an idle one costs nothing); each case runs
+    ROUNDS times per server, rotating which goes first, and the median round is reported, so
+    that drift on a shared machine falls on all alike."""
+    procs = {server: start(server) for server in SERVERS}
     results = {}
     try:
         for name, desc, conns, target, extra in selected:
-            rounds = {"nginx": [], "sendfiled": []}
+            servers = servers_for(name)
+            rounds = {server: [] for server in servers}
             for i in range(ROUNDS):
-                order = ("nginx", "sendfiled") if i % 2 == 0 else ("sendfiled", "nginx")
+                order = servers[i % len(servers):] + servers[:i % len(servers)]
+                if i % 2:
+                    order.reverse()
                 for server in order:
                     proc = procs[server]
                     wrk(server, conns, target, extra, 1)  # warm caches and connections
@@ -275,12 +340,12 @@ def run_matrix(selected):
                     r = wrk(server, conns, target, extra + ["--latency"], DURATION)
                     r["cpu"] = cpu_seconds(proc) - c0
                     rounds[server].append(r)
-            for server in ("nginx", "sendfiled"):
+            for server in servers:
                 key = "mb" if name in BYTE_CASES else "reqs"
                 rs = sorted(rounds[server], key=lambda r: r[key] / max(r["cpu"], 1e-9))
                 r = rs[len(rs) // 2]
                 results[(server, name)] = r
-                log(f"  {name:12} {server:9} {r['reqs'] / r['secs']:9.0f} req/s {r['mb'] / r['secs']:8.1f} MB/s "
+                log(f"  {name:12} {server:13} {r['reqs'] / r['secs']:9.0f} req/s {r['mb'] / r['secs']:8.1f} MB/s "
                     f"cpu {r['cpu']:5.2f}s {r['reqs'] / max(r['cpu'], 1e-9):8.0f} req/cpu-s "
                     f"{r['mb'] / max(r['cpu'], 1e-9):8.1f} MB/cpu-s p99 {r['p99']}"
                     + (f"  NON-2XX {r['non2xx']}" if r["non2xx"] else "")
@@ -321,7 +386,7 @@ def cold_isolation():
     """Latency of small hot requests on the server's only worker while a cold 256 MiB file
     streams, against the same with the file hot."""
     out = {}
-    for server in ("nginx", "sendfiled"):
+    for server in PEERS + ["sendfiled"]:
         proc = start(server)
         try:
             for state in ("hot", "cold"):
@@ -355,31 +420,47 @@ def machine():
     kernel = os.uname().release
     ngx = subprocess.run(["/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx", "-v"],
                          capture_output=True, text=True).stderr.strip()
+    if "h2o" in PEERS:
+        ngx += ", " + subprocess.run(["h2o", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    if "lighttpd" in PEERS:
+        ngx += ", " + subprocess.run(["lighttpd", "-v"], capture_output=True, text=True).stdout.split(" - ")[0].strip()
     wrkv = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
     return f"{os.cpu_count()} vCPU {cpu}, Linux {kernel}, {ngx}, {wrkv}"
+
+
+def per_cpu(r, name):
+    return (r["mb"] if name in BYTE_CASES else r["reqs"]) / max(r["cpu"], 1e-9)
 
 
 def report(selected, results, cold):
     lines = [
         f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        f"Server pinned to CPU {SERVER_CPU} (sendfiled --workers 1; nginx worker_processes 1), wrk -t1 pinned to CPU {CLIENT_CPU}, "
-        f"{ROUNDS} rounds of {DURATION} s per case and server, alternating which server goes first, each after a 1 s warm-up; "
-        "the median round (by work per CPU-second) is shown. CPU = utime+stime of the server's processes and threads during the run.",
+        f"Every server pinned to CPU {SERVER_CPU} with one worker (sendfiled --workers 1; nginx worker_processes 1; h2o "
+        f"num-threads 1; lighttpd one process), wrk -t1 pinned to CPU {CLIENT_CPU}, {ROUNDS} rounds of {DURATION} s per "
+        "case and server, rotating which server goes first, each after a 1 s warm-up; the median round (by work per "
+        "CPU-second) is shown. CPU = utime+stime of the server's processes and threads during the run. Access logs are "
+        "off except on the +log rows. The ratio is sendfiled's work per CPU-second over the best peer's (logs off).",
         "",
         "| case | server | req/s | MB/s | req per CPU-s | MB per CPU-s | p99 | ratio (per CPU-s) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     ratios = []
     for name, desc, *_ in selected:
-        n, s = results[("nginx", name)], results[("sendfiled", name)]
-        def per_cpu(r, key):
-            return (r["reqs"] if key == "reqs" else r["mb"]) / max(r["cpu"], 1e-9)
-        key = "mb" if name in BYTE_CASES else "reqs"
-        ratio = per_cpu(s, key) / max(per_cpu(n, key), 1e-9)
-        ratios.append((desc, ratio))
-        for label, r, rt in ((PEER, n, ""), ("sendfiled", s, f"**{ratio:.2f}×**")):
-            lines.append(f"| {desc} | {label} | {r['reqs'] / r['secs']:.0f} | {r['mb'] / r['secs']:.1f} | "
-                         f"{per_cpu(r, 'reqs'):.0f} | {per_cpu(r, 'mb'):.1f} | {r['p99']} | {rt} |")
+        best = max(PEERS, key=lambda p: per_cpu(results[(p, name)], name))
+        ratio = per_cpu(results[("sendfiled", name)], name) / max(per_cpu(results[(best, name)], name), 1e-9)
+        ratios.append((desc, ratio, best))
+        for server in servers_for(name):
+            r = results[(server, name)]
+            if server == "sendfiled":
+                rt = f"**{ratio:.2f}×** vs {best}"
+            elif server == "sendfiled+log":
+                rt = f"{per_cpu(r, name) / max(per_cpu(results[('sendfiled', name)], name), 1e-9):.2f}× vs logs off"
+            elif server == "nginx+log":
+                rt = f"{per_cpu(r, name) / max(per_cpu(results[('nginx', name)], name), 1e-9):.2f}× vs logs off"
+            else:
+                rt = "best peer" if server == best else ""
+            lines.append(f"| {desc} | {server} | {r['reqs'] / r['secs']:.0f} | {r['mb'] / r['secs']:.1f} | "
+                         f"{r['reqs'] / max(r['cpu'], 1e-9):.0f} | {r['mb'] / max(r['cpu'], 1e-9):.1f} | {r['p99']} | {rt} |")
     if ("sendfiled", "zip-stored") in results:
         z = results[("sendfiled", "zip-stored")]
         zip_mb_per_cpu = z["mb"] / max(z["cpu"], 1e-9)
@@ -401,9 +482,8 @@ def report(selected, results, cold):
         lines.append(f"| {dict((c[0], c[1]) for c in ZIP_CASES)['zip-deflate']} | {d['reqs'] / d['secs']:.2f} | "
                      f"{d['mb'] / d['secs']:.1f} | {d['mb'] / max(d['cpu'], 1e-9):.1f} | "
                      f"**{text_mb / max(d['cpu'], 1e-9):.1f} MB of text deflated per CPU-s** |")
-    peer_rss = f"{PEER} (master + worker)" if PEER == "nginx" else PEER
-    lines += ["", f"Peak RSS over the matrix above: {peer_rss} {results[('nginx', 'rss')] / 1024:.1f} MiB, "
-              f"sendfiled {results[('sendfiled', 'rss')] / 1024:.1f} MiB"
+    rss = ", ".join(f"{server} {results[(server, 'rss')] / 1024:.1f} MiB" for server in SERVERS)
+    lines += ["", f"Peak RSS over the matrix above (all of a server's processes): {rss}"
               + (f"; sendfiled after the archive cases too: {results[('sendfiled', 'rss-with-archives')] / 1024:.1f} MiB."
                  if ("sendfiled", "rss-with-archives") in results else ".")]
     if cold:
@@ -411,7 +491,7 @@ def report(selected, results, cold):
                   "only worker while one client downloads the 256 MiB file, hot in the page cache vs. evicted first "
                   "(posix_fadvise DONTNEED):", "",
                   "| server | file hot | file cold |", "|---|---:|---:|"]
-        for server in ("nginx", "sendfiled"):
+        for server in PEERS + ["sendfiled"]:
             lines.append(f"| {server} | {cold[(server, 'hot')]} | {cold[(server, 'cold')]} |")
     out_dir = REPO / "docs" / "benchmarks"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -421,21 +501,21 @@ def report(selected, results, cold):
 
 
 def svg(ratios):
-    """A horizontal bar chart of sendfiled/nginx per CPU-second, with the 1.0 line."""
+    """A horizontal bar chart of sendfiled over the best peer per CPU-second, with the 1.0 line."""
     w, bar, gap, left, top = 760, 22, 8, 330, 40
     h = top + len(ratios) * (bar + gap) + 40
-    scale = (w - left - 60) / max([2.0] + [r * 1.1 for _, r in ratios])
+    scale = (w - left - 110) / max([2.0] + [r * 1.1 for _, r, _ in ratios])
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="13">',
-           f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">sendfiled / {PEER}, work per server CPU-second</text>']
-    for i, (desc, r) in enumerate(ratios):
+           f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">sendfiled / best peer, work per server CPU-second</text>']
+    for i, (desc, r, best) in enumerate(ratios):
         y = top + i * (bar + gap)
         color = "#2e7d32" if r >= 1 else "#c62828"
         out.append(f'<text x="{left - 8}" y="{y + bar * 0.7}" text-anchor="end">{desc}</text>')
         out.append(f'<rect x="{left}" y="{y}" width="{r * scale:.1f}" height="{bar}" fill="{color}"/>')
-        out.append(f'<text x="{left + r * scale + 6:.1f}" y="{y + bar * 0.7}">{r:.2f}×</text>')
+        out.append(f'<text x="{left + r * scale + 6:.1f}" y="{y + bar * 0.7}">{r:.2f}× {best}</text>')
     x1 = left + scale
     out.append(f'<line x1="{x1}" y1="{top - 6}" x2="{x1}" y2="{h - 30}" stroke="#333" stroke-dasharray="4 3"/>')
-    out.append(f'<text x="{x1}" y="{h - 12}" text-anchor="middle">1.0 = {PEER}</text>')
+    out.append(f'<text x="{x1}" y="{h - 12}" text-anchor="middle">1.0 = the best peer in each case</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
