@@ -165,6 +165,8 @@ pub enum BodyPath {
     Zip,
     /// Bytes from memory (errors, redirects).
     Memory,
+    /// A small file's bytes from memory, in one write with the head.
+    Small,
 }
 
 impl BodyPath {
@@ -176,6 +178,7 @@ impl BodyPath {
             BodyPath::Copy => "copy",
             BodyPath::Zip => "zip",
             BodyPath::Memory => "memory",
+            BodyPath::Small => "small",
         }
     }
 }

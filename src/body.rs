@@ -1,5 +1,6 @@
 //! Response bodies as one type. A file range is a [`FileBuf`]: a `Buf` whose bytes are a slice of
-//! the file's mapping, which the IO layer recognises and sends by sendfile(2). Small in-memory
+//! the file's mapping, which the IO layer recognises and sends by sendfile(2). A small file whose
+//! bytes the open-file cache holds is sent from them, in the same write as the head. Small in-memory
 //! bytes (error pages) are `Bytes`; multipart heads live in pooled buffers. Files that could not be mapped
 //! take a copying fallback that preads into a buffer.
 //!
@@ -35,6 +36,8 @@ enum Kind {
     /// The length a GET would have; a HEAD response's body is never polled.
     HeadOnly(u64),
     Bytes(Option<Bytes>),
+    /// A range of a small file's in-memory body (`OpenFile::small`).
+    Small(Option<Bytes>),
     File(Option<FileBuf>),
     Multipart(Box<Multipart>),
     Copy(Box<CopyBody>),
@@ -77,8 +80,13 @@ impl Body {
         Body::new(Kind::Bytes(Some(b)), conn)
     }
 
-    /// `range` of `file` (inclusive), sent by sendfile when the file is mapped.
+    /// `range` of `file` (inclusive): from memory when the open-file cache holds the small
+    /// file's bytes, else by sendfile when the file is mapped, else copied.
     pub fn file(file: &Arc<OpenFile>, range: ByteRange, conn: &Rc<ConnShared>) -> Body {
+        if let Some(bytes) = file.small.get() {
+            let part = bytes.slice(range.first as usize..=range.last as usize);
+            return Body::new(Kind::Small(Some(part)), conn);
+        }
         if file.map.is_none() {
             let copy = CopyBody {
                 file: file.clone(),
@@ -155,6 +163,7 @@ impl Body {
         match &self.kind {
             Kind::Empty | Kind::HeadOnly(_) => BodyPath::None,
             Kind::Bytes(_) => BodyPath::Memory,
+            Kind::Small(_) => BodyPath::Small,
             Kind::File(_) | Kind::Multipart(_) => BodyPath::Sendfile,
             Kind::Copy(_) => BodyPath::Copy,
             Kind::Zip(..) => BodyPath::Zip,
@@ -179,6 +188,12 @@ impl http_body::Body for Body {
         let chunk = match &mut this.kind {
             Kind::Empty | Kind::HeadOnly(_) => None,
             Kind::Bytes(b) => b.take().map(Chunk::Bytes),
+            Kind::Small(b) => b.take().map(|b| {
+                if let Some(done) = &this._done {
+                    WorkerStats::add(&done.0.worker.stats().small_body_bytes, b.len() as u64);
+                }
+                Chunk::Bytes(b)
+            }),
             Kind::File(f) => f.take().map(Chunk::File),
             Kind::Multipart(m) => m.next_chunk(),
             Kind::Copy(c) => match ready!(c.poll_chunk(cx)) {
@@ -201,7 +216,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => true,
             Kind::HeadOnly(_) => false,
-            Kind::Bytes(b) => b.is_none(),
+            Kind::Bytes(b) | Kind::Small(b) => b.is_none(),
             Kind::File(f) => f.is_none(),
             Kind::Multipart(m) => m.remaining == 0,
             Kind::Copy(c) => c.pos >= c.end,
@@ -213,7 +228,7 @@ impl http_body::Body for Body {
         let n = match &self.kind {
             Kind::Empty => 0,
             Kind::HeadOnly(n) => *n,
-            Kind::Bytes(b) => b.as_ref().map_or(0, |b| b.len() as u64),
+            Kind::Bytes(b) | Kind::Small(b) => b.as_ref().map_or(0, |b| b.len() as u64),
             Kind::File(f) => f.as_ref().map_or(0, |f| f.remaining() as u64),
             Kind::Multipart(m) => m.remaining,
             Kind::Copy(c) => c.end - c.pos,
@@ -246,13 +261,23 @@ impl Multipart {
                 self.next += 1;
                 self.head_sent = false;
                 // Multipart bodies are only built for mapped files (the service sends an
-                // unmappable file whole instead), so every part leaves by sendfile.
-                Chunk::File(FileBuf::new(
-                    self.file.clone(),
-                    r.first as usize,
-                    r.last as usize + 1,
-                    self.conn.clone(),
-                ))
+                // unmappable file whole instead), so every part leaves by sendfile, or from
+                // memory when the file is small.
+                if let Some(bytes) = self.file.small.get() {
+                    let part = bytes.slice(r.first as usize..=r.last as usize);
+                    WorkerStats::add(
+                        &self.conn.worker.stats().small_body_bytes,
+                        part.len() as u64,
+                    );
+                    Chunk::Bytes(part)
+                } else {
+                    Chunk::File(FileBuf::new(
+                        self.file.clone(),
+                        r.first as usize,
+                        r.last as usize + 1,
+                        self.conn.clone(),
+                    ))
+                }
             }
         } else {
             Chunk::Pooled(self.tail.take()?)

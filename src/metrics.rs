@@ -31,9 +31,23 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
 fn transfer(out: &mut String, s: &Snapshot) {
     labelled(
         out,
-        ("sendfiled_body_bytes_total", "counter", "Response body bytes by how they left: sendfile (file data, including archives' stored data), copy (fallback through a buffer), zip (archive bodies, all of their bytes)."),
+        ("sendfiled_body_bytes_total", "counter", "Response body bytes by how they left: sendfile (file data, including archives' stored data), small (small files from memory, in one write with the head), copy (fallback through a buffer), zip (archive bodies, all of their bytes)."),
         "path",
-        &[("sendfile", s.sendfile_bytes), ("copy", s.copied_bytes), ("zip", s.zip_bytes)],
+        &[
+            ("sendfile", s.sendfile_bytes),
+            ("small", s.small_body_bytes),
+            ("copy", s.copied_bytes),
+            ("zip", s.zip_bytes),
+        ],
+    );
+    scalar(
+        out,
+        (
+            "sendfiled_small_body_cache_bytes",
+            "gauge",
+            "Bytes of small file bodies held in memory by the open-file caches.",
+        ),
+        s.small_cache_bytes,
     );
     scalar(
         out,

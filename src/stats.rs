@@ -71,6 +71,10 @@ counters! {
     /// File body bytes that went through a userspace buffer or a kernel copy from the mapping
     /// (the fallback paths). Tests assert this stays 0 for regular files.
     copied_bytes,
+    /// File body bytes sent from memory in the same write as their head (the small-body path).
+    small_body_bytes,
+    /// Bytes of small bodies the open-file caches hold now (a gauge: each worker stores its own).
+    small_cache_bytes,
     /// Requests answered.
     requests,
     /// Connections accepted.

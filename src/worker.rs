@@ -94,9 +94,8 @@ impl Worker {
         let settings = self.live.current();
         *self.http.borrow_mut() = http_builder(&settings.config);
         // Cached entries carry Cache-Control values of the old rules; the bounds may change too.
-        let c = &settings.config.open_file_cache;
-        let entries = c.entries.min(self.cache_fd_share);
-        *self.cache.borrow_mut() = FileCache::new(entries, c.mapped_bytes, c.valid);
+        *self.cache.borrow_mut() =
+            file_cache(&settings.config.open_file_cache, self.cache_fd_share);
         *self.settings.borrow_mut() = settings;
         self.generation.set(generation);
     }
@@ -286,7 +285,10 @@ impl Worker {
         let mut cache = self.cache.borrow_mut();
         match cache.get(key, now) {
             Cached::Hit(f) => {
-                WorkerStats::add(&self.stats().open_file_cache_hits, 1);
+                let s = self.stats();
+                WorkerStats::add(&s.open_file_cache_hits, 1);
+                s.small_cache_bytes
+                    .store(cache.small_bytes(), std::sync::atomic::Ordering::Relaxed);
                 return Ok(f);
             }
             Cached::Stale(_) => {
@@ -370,11 +372,9 @@ impl Worker {
         } = shared;
         let settings = live.current();
         let generation = live.generation();
-        let c = &settings.config.open_file_cache;
-        let entries = c.entries.min(cache_fd_share);
         Worker {
             id,
-            cache: RefCell::new(FileCache::new(entries, c.mapped_bytes, c.valid)),
+            cache: RefCell::new(file_cache(&settings.config.open_file_cache, cache_fd_share)),
             http: RefCell::new(http_builder(&settings.config)),
             root_path: settings.config.root.clone(),
             settings: RefCell::new(settings),
@@ -401,6 +401,12 @@ impl Worker {
 }
 
 /// hyper's connection settings for `config`.
+/// An empty open-file cache under `c`, holding at most `fd_share` descriptors.
+fn file_cache(c: &crate::config::OpenFileCacheSettings, fd_share: usize) -> FileCache {
+    FileCache::new(c.entries.min(fd_share), c.mapped_bytes, c.valid)
+        .with_small_bodies(c.small_body_max, c.small_body_bytes)
+}
+
 fn http_builder(config: &Config) -> http1::Builder {
     let mut http = http1::Builder::new();
     // Queue strategy: hyper hands us body Bufs as IoSlices without copying (sendfile needs it).

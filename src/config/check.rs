@@ -163,7 +163,17 @@ pub(super) fn open_file_cache(
             .map_err(|m| err("open_file_cache.mapped_bytes", m))?,
         valid: duration(&c.valid, defaults::CACHE_VALID_SECS)
             .map_err(|m| err("open_file_cache.valid", m))?,
+        small_body_max: size(&c.small_body_max, defaults::SMALL_BODY_MAX)
+            .map_err(|m| err("open_file_cache.small_body_max", m))?,
+        small_body_bytes: size(&c.small_body_bytes, defaults::SMALL_BODY_BYTES)
+            .map_err(|m| err("open_file_cache.small_body_bytes", m))?,
     };
+    if open_file_cache.small_body_max > 1024 * 1024 {
+        return Err(err(
+            "open_file_cache.small_body_max",
+            "must be at most 1MiB: larger bodies cost less by sendfile".into(),
+        ));
+    }
     if open_file_cache.entries > 60_000 {
         return Err(err(
             "open_file_cache.entries",

@@ -27,6 +27,11 @@ pub const COLD_CHECK_MIN: u64 = 64 * 1024;
 pub const CACHE_ENTRIES: usize = 10_000;
 pub const CACHE_MAPPED_BYTES: u64 = 256 * 1024 * 1024 * 1024;
 pub const CACHE_VALID_SECS: u64 = 1;
+/// Files of at most this many bytes leave in one write with their head (see docs/benchmarks.md
+/// for the measured crossover).
+pub const SMALL_BODY_MAX: u64 = 4 * 1024;
+/// Bytes of small bodies each worker keeps in memory.
+pub const SMALL_BODY_BYTES: u64 = 16 * 1024 * 1024;
 pub const ZIP_ROOT_NAME: &str = "archive";
 pub const ZIP_LEVEL: u32 = 3;
 pub const ZIP_MAX_ENTRIES: usize = 200_000;

@@ -162,6 +162,10 @@ pub struct OpenFileCacheSettings {
     pub entries: usize,
     pub mapped_bytes: u64,
     pub valid: Duration,
+    /// Files of at most this many bytes are sent from memory with their head (0: never).
+    pub small_body_max: u64,
+    /// Bytes of such bodies held per worker.
+    pub small_body_bytes: u64,
 }
 
 /// Archive downloads.

@@ -98,6 +98,8 @@ impl From<&OpenFileCacheSettings> for RawOpenFileCache {
             entries: Some(c.entries),
             mapped_bytes: bytes(c.mapped_bytes),
             valid: secs(c.valid),
+            small_body_max: bytes(c.small_body_max),
+            small_body_bytes: bytes(c.small_body_bytes),
         }
     }
 }

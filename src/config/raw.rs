@@ -181,6 +181,8 @@ pub struct RawOpenFileCache {
     pub entries: Option<usize>,
     pub mapped_bytes: Option<SizeText>,
     pub valid: Option<DurationText>,
+    pub small_body_max: Option<SizeText>,
+    pub small_body_bytes: Option<SizeText>,
 }
 
 /// `[[cache_control]]`: the first rule whose glob matches the request path sets Cache-Control.

@@ -6,6 +6,10 @@
 //! needs no list reordering on hits). An entry older than `valid` is revalidated: the path is
 //! opened again and compared by (dev, ino, size, mtime, ctime), so a file replaced by an atomic
 //! rename is picked up within `valid`.
+//!
+//! Files at or under the small-body threshold also get their bytes kept on the entry (see
+//! [`super::small`]) on their second request, within a byte budget of their own: the bytes live
+//! and die with the entry, so the stat that revalidates the entry revalidates them too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +22,8 @@ struct Slot {
     entry: Arc<OpenFile>,
     checked: Instant,
     referenced: bool,
+    /// Bytes of the small-body budget this entry's body holds (0: none).
+    small: u64,
 }
 
 /// The cache. `get` and `insert` are the whole interface.
@@ -31,6 +37,10 @@ pub struct FileCache {
     valid: Duration,
     hits: u64,
     misses: u64,
+    /// Files of at most this many bytes keep their body in memory (0: none do).
+    small_max: u64,
+    small_budget: u64,
+    small_used: u64,
 }
 
 /// The outcome of a lookup.
@@ -56,7 +66,17 @@ impl FileCache {
             valid,
             hits: 0,
             misses: 0,
+            small_max: 0,
+            small_budget: 0,
+            small_used: 0,
         }
+    }
+
+    /// Keep the bodies of files of at most `max` bytes in memory, `budget` bytes in all.
+    pub fn with_small_bodies(mut self, max: u64, budget: u64) -> Self {
+        self.small_max = max;
+        self.small_budget = budget;
+        self
     }
 
     /// Look `path` up at time `now`.
@@ -69,6 +89,10 @@ impl FileCache {
         slot.referenced = true;
         if now.duration_since(slot.checked) <= self.valid {
             self.hits += 1;
+            if slot.small == 0 && slot.entry.len <= self.small_max {
+                let room = self.small_budget - self.small_used;
+                self.small_used += keep_small_body(slot, room);
+            }
             Cached::Hit(slot.entry.clone())
         } else {
             self.misses += 1;
@@ -119,6 +143,7 @@ impl FileCache {
             entry,
             checked: now,
             referenced: false,
+            small: 0,
         });
     }
 
@@ -132,6 +157,11 @@ impl FileCache {
     /// (hits, misses) since start.
     pub fn counters(&self) -> (u64, u64) {
         (self.hits, self.misses)
+    }
+
+    /// Bytes of small bodies held now.
+    pub fn small_bytes(&self) -> u64 {
+        self.small_used
     }
 
     /// Number of cached entries.
@@ -176,11 +206,28 @@ impl FileCache {
         let slot = self.slots.swap_remove(i);
         self.index.remove(&slot.key);
         self.mapped -= mapped_cost(&slot.entry);
+        self.small_used -= slot.small;
         if i < self.slots.len() {
             let moved = self.slots[i].key.clone();
             self.index.insert(moved, i);
         }
     }
+}
+
+/// Read a hit's small body into its entry if it fits in `room` bytes; the bytes charged.
+fn keep_small_body(slot: &mut Slot, room: u64) -> u64 {
+    let len = slot.entry.len;
+    if len == 0 || len > room || slot.entry.small.get().is_some() {
+        return 0;
+    }
+    let Some(bytes) = super::small::read_whole(&slot.entry) else {
+        return 0;
+    };
+    if slot.entry.small.set(bytes).is_err() {
+        return 0;
+    }
+    slot.small = len;
+    len
 }
 
 fn mapped_cost(entry: &OpenFile) -> u64 {
@@ -220,6 +267,38 @@ mod tests {
         assert!(matches!(small.get("a", now), Cached::Miss));
         small.insert("big", entry(dir.path(), "big", b"123456"), now); // larger than budget: skipped
         assert!(matches!(small.get("big", now), Cached::Miss));
+    }
+
+    #[test]
+    fn small_bodies_on_the_second_request_within_their_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Instant::now();
+        let mut c = FileCache::new(10, 1 << 20, Duration::from_secs(60)).with_small_bodies(4, 6);
+        for (name, body) in [("a", &b"aaaa"[..]), ("b", b"bbbb"), ("big", b"12345")] {
+            c.insert(name, entry(dir.path(), name, body), now);
+        }
+        let Cached::Hit(a) = c.get("a", now) else {
+            panic!("a")
+        };
+        assert_eq!(a.small.get().map(|b| &b[..]), Some(&b"aaaa"[..]));
+        let Cached::Hit(b) = c.get("b", now) else {
+            panic!("b")
+        };
+        assert!(
+            b.small.get().is_none(),
+            "4 + 4 bytes exceed the budget of 6"
+        );
+        let Cached::Hit(big) = c.get("big", now) else {
+            panic!("big")
+        };
+        assert!(big.small.get().is_none(), "over the threshold");
+        assert_eq!(c.small_bytes(), 4);
+        c.remove("a");
+        assert_eq!(c.small_bytes(), 0);
+        let Cached::Hit(b) = c.get("b", now) else {
+            panic!("b")
+        };
+        assert!(b.small.get().is_some(), "room again once a went");
     }
 
     #[test]

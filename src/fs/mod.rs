@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod path;
+pub mod small;
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -49,6 +50,29 @@ pub struct OpenFile {
     pub variant_probe: std::sync::atomic::AtomicU64,
     /// For a precompressed variant: its coding (the Content-Encoding to send).
     pub encoding: Option<crate::http::encoding::Coding>,
+    /// The whole body of a small file, read once by pread (see [`small`]), so that head and body
+    /// leave in one write; set at most once, by the worker's open-file cache.
+    pub small: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl OpenFile {
+    /// Whether `[offset, offset + len)` is in the page cache: cachestat(2) where the kernel has
+    /// it, else mincore(2) on the mapping. A failed probe counts as resident (never stall on it).
+    pub fn is_resident(&self, offset: usize, len: usize) -> bool {
+        static NO_CACHESTAT: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+        use std::sync::atomic::Ordering::Relaxed;
+        if !NO_CACHESTAT.load(Relaxed) {
+            match crate::sys::page_cache_has(&self.file, offset as u64, len) {
+                Ok(yes) => return yes,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    NO_CACHESTAT.store(true, Relaxed)
+                }
+                Err(_) => return true,
+            }
+        }
+        self.map.as_ref().is_none_or(|m| m.is_resident(offset, len))
+    }
 }
 
 impl crate::sys::MappingOwner for OpenFile {
@@ -156,6 +180,7 @@ pub fn describe(
         cache_control,
         variant_probe: std::sync::atomic::AtomicU64::new(0),
         encoding: None,
+        small: std::sync::OnceLock::new(),
     }
 }
 

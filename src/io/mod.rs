@@ -26,7 +26,7 @@ mod residency;
 mod timer;
 
 use drip::DripWatch;
-use residency::{is_resident, still_has_bytes, warm_range, ResidentWindow, READAHEAD_CHUNKS};
+use residency::{still_has_bytes, warm_range, ResidentWindow, READAHEAD_CHUNKS};
 use timer::{poll_lazy_deadline, poll_timer};
 
 use crate::conn::{ConnShared, Phase};
@@ -160,7 +160,7 @@ impl SendfileIo {
             _ => false,
         };
         if self.prefetch.is_none() && !known && file.len >= cold_check_min {
-            if is_resident(file, offset, chunk) {
+            if file.is_resident(offset, chunk) {
                 self.resident = Some(ResidentWindow::of(file, offset, offset + chunk));
             } else {
                 WorkerStats::add(&self.stats().cold_prefetches, 1);

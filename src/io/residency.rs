@@ -1,25 +1,10 @@
-//! Page-cache residency for sendfile: whether a file range is in memory (cachestat, else
-//! mincore), bringing a cold range in on the blocking pool, and the window of a file already
-//! known resident, so that a large body is probed once per window rather than once per call.
+//! Page-cache residency for sendfile: bringing a cold range in on the blocking pool, and the
+//! window of a file already known resident (`OpenFile::is_resident`), so that a large body is
+//! probed once per window rather than once per call.
 
 use std::sync::Arc;
 
 use crate::fs::OpenFile;
-
-/// Whether `[offset, offset + len)` of `file` is in the page cache: cachestat(2) where the kernel
-/// has it, else mincore(2) on the mapping. A failed probe counts as resident (never stall on it).
-pub(super) fn is_resident(file: &OpenFile, offset: usize, len: usize) -> bool {
-    static NO_CACHESTAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    use std::sync::atomic::Ordering::Relaxed;
-    if !NO_CACHESTAT.load(Relaxed) {
-        match crate::sys::page_cache_has(&file.file, offset as u64, len) {
-            Ok(yes) => return yes,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => NO_CACHESTAT.store(true, Relaxed),
-            Err(_) => return true,
-        }
-    }
-    file.map.as_ref().is_none_or(|m| m.is_resident(offset, len))
-}
 
 /// Bring `[offset, offset + len)` of `file` into the page cache and wait until it is there:
 /// readahead(2) submits the reads but may return before they finish, and a sendfile on the worker

@@ -30,6 +30,8 @@ mod protection;
 mod protocol;
 /// Range requests: single, multipart, 416, If-Range, curl resume.
 mod ranges;
+/// The small-body path: small files sent from memory with their head, exact and never stale.
+mod small;
 /// Traversal spellings and symlinks: nothing outside the root is served.
 mod traversal;
 /// The zero-copy engine: sendfile counters, big and sparse files, truncation, slow readers.
