@@ -12,7 +12,8 @@ to a file, on the 1 KiB keep-alive cases, beside the same servers with logs off.
 
 VERSUS=/path/to/sendfiled runs that binary (another build: old main, say) as the only peer, so that two versions
 of sendfiled are compared in one run with the same rounds and medians; VERSUS_NAME names it in the report
-(default "baseline") and REPORT names the report files (default "latest", or "versus" with VERSUS).
+(default "baseline"), VERSUS_TOML gives it its own extra config lines (the same binary with another setting,
+say), and REPORT names the report files (default "latest", or "versus" with VERSUS).
 """
 import os
 import random
@@ -58,6 +59,11 @@ CASES = [
     ("1k-c1000", "1 KiB, keep-alive, 1000 conns", 1000, "/1k.bin", ["--timeout", "10s"]),
 ]
 
+# The small-body crossover (open_file_cache.small_body_max): run only when CASES names them.
+SIZE_CASES = [
+    (f"{k}k-ka-64", f"{k} KiB, keep-alive, 64 conns", 64, f"/{k}k.bin", []) for k in (2, 4, 8)
+]
+
 # Archive cases, sendfiled only (nginx has no built-in archives): name, description, conns, path.
 ZIP_CASES = [
     ("zip-stored", "stored archive: 256 MiB file + 1000 small files", 4, "/zipsrc/?download=zip&compress=store"),
@@ -94,7 +100,8 @@ def make_corpus():
     CORPUS.mkdir(parents=True, exist_ok=True)
     (CORPUS / "small").mkdir(exist_ok=True)
     rng = random.Random(20261122)
-    want = {"1k.bin": 1024, "16k.bin": 16 * 1024, "1m.bin": 1 << 20, "256m.bin": 256 << 20}
+    want = {"1k.bin": 1024, "16k.bin": 16 * 1024, "1m.bin": 1 << 20, "256m.bin": 256 << 20,
+            "2k.bin": 2048, "4k.bin": 4096, "8k.bin": 8192}
     for name, size in want.items():
         p = CORPUS / name
         if not p.exists() or p.stat().st_size != size:
@@ -243,7 +250,8 @@ def start(server):
         conf = BENCH_DIR / f"{server}.toml"
         log = (f"[access_log]\nenabled = true\nformat = \"json\"\npath = \"{BENCH_DIR}/sendfiled-access.log\"\n"
                if server.endswith("+log") else "[access_log]\nenabled = false\n")
-        conf.write_text(log + "[admin]\nlisten = \"off\"\n" + os.environ.get("SENDFILED_TOML", "").replace("\\n", "\n") + "\n")
+        extra = os.environ.get("VERSUS_TOML" if server == VERSUS_NAME else "SENDFILED_TOML", "")
+        conf.write_text(log + "[admin]\nlisten = \"off\"\n" + extra.replace("\\n", "\n") + "\n")
         binary = VERSUS if server == VERSUS_NAME else str(REPO / "target/release/sendfiled")
         cmd = ["taskset", "-c", SERVER_CPU, binary, "serve",
                "--root", str(CORPUS), "--listen", f"127.0.0.1:{PORTS[server]}", "--workers", "1",
@@ -525,6 +533,7 @@ def main():
     make_corpus()
     wanted = os.environ.get("CASES")
     selected = [c for c in CASES if not wanted or c[0] in wanted.split(",")]
+    selected += [c for c in SIZE_CASES if wanted and c[0] in wanted.split(",")]
     global RUN_ZIP
     RUN_ZIP = not wanted or "zip" in wanted
     results = run_matrix(selected)
