@@ -40,5 +40,5 @@ if ((${#need[@]})); then
   fi
 fi
 
-cargo build --release --locked >&2
+cargo build --release --locked --bin sendfiled --example bare_hyper >&2
 python3 scripts/bench/run.py "$@"

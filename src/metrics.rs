@@ -132,6 +132,15 @@ fn work(out: &mut String, s: &Snapshot, g: &Gauges) {
     scalar(
         out,
         (
+            "sendfiled_write_yields_total",
+            "counter",
+            "Times a connection sending to a fast reader stepped aside for the worker's other connections (once per socket.sendfile_max_chunk).",
+        ),
+        s.write_yields,
+    );
+    scalar(
+        out,
+        (
             "sendfiled_truncated_aborts_total",
             "counter",
             "Responses aborted because their file shrank.",

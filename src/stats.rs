@@ -81,6 +81,9 @@ counters! {
     connections,
     /// Connections open now (accepted minus closed).
     open_connections,
+    /// Times a connection writing to a fast reader stepped aside for the worker's other
+    /// connections (once per `sendfile_max_chunk` bytes written without waiting).
+    write_yields,
     /// Times a cold file range was read ahead on the blocking pool before sendfile.
     cold_prefetches,
     /// Responses aborted because the file shrank under them.

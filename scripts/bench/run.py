@@ -7,6 +7,9 @@ scratch, default /tmp/sendfiled-bench), SERVER_CPU (default 0), CLIENT_CPU (defa
 nginx, h2o, lighttpd; default all three), SENDFILED_TOML (extra lines for sendfiled's config file, to try a
 setting: "[open_file_cache]\nsmall_body_max = 0", say).
 
+HYPER=1 adds the yardstick on the 1 KiB cases: examples/bare_hyper.rs, a bare hyper service on the same runtime
+set-up sending the 1 KiB file from memory with the same headers (cargo build --release --example bare_hyper).
+
 LOGS=1 adds the access-log pair: nginx with `access_log FILE buffer=64k` and sendfiled with its JSON access log
 to a file, on the 1 KiB keep-alive cases, beside the same servers with logs off.
 
@@ -38,10 +41,11 @@ VERSUS_NAME = os.environ.get("VERSUS_NAME", "baseline")
 PEERS = [VERSUS_NAME] if VERSUS else os.environ.get("PEERS", "nginx,h2o,lighttpd").split(",")
 LOGS = os.environ.get("LOGS") == "1" and not VERSUS
 LOG_CASES = ("1k-ka-64", "1k-ka-256")
-SERVERS = PEERS + ["sendfiled"] + (["nginx+log", "sendfiled+log"] if LOGS else [])
+HYPER = os.environ.get("HYPER") == "1"
+SERVERS = PEERS + ["sendfiled"] + (["nginx+log", "sendfiled+log"] if LOGS else []) + (["bare-hyper"] if HYPER else [])
 REPORT = os.environ.get("REPORT", "versus" if VERSUS else "latest")
 PORTS = {"nginx": 18481, "sendfiled": 18482, "h2o": 18483, "lighttpd": 18484,
-         "nginx+log": 18485, "sendfiled+log": 18486, VERSUS_NAME: 18481}
+         "nginx+log": 18485, "sendfiled+log": 18486, "bare-hyper": 18487, VERSUS_NAME: 18481}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -242,6 +246,9 @@ def start(server):
         cmd = ["taskset", "-c", SERVER_CPU, nginx, "-c", str(nginx_conf(server)), "-e", str(BENCH_DIR / "nginx-error.log")]
     elif server == "h2o":
         cmd = ["taskset", "-c", SERVER_CPU, "h2o", "-c", str(h2o_conf())]
+    elif server == "bare-hyper":
+        cmd = ["taskset", "-c", SERVER_CPU, str(REPO / "target/release/examples/bare_hyper"),
+               f"127.0.0.1:{PORTS[server]}", str(CORPUS / "1k.bin")]
     elif server == "lighttpd":
         cmd = ["taskset", "-c", SERVER_CPU, "lighttpd", "-D", "-f", str(lighttpd_conf())]
     else:
@@ -324,7 +331,11 @@ def wrk(server, conns, target, extra, duration):
 
 
 def servers_for(name):
-    return [s for s in SERVERS if not s.endswith("+log") or name in LOG_CASES]
+    """The +log servers run the 1 KiB keep-alive cases only; bare hyper every 1 KiB case (it
+    answers every path with the 1 KiB file)."""
+    one_k = [c for c in CASES if c[0] == name and c[3] == "/1k.bin"]
+    return [s for s in SERVERS
+            if (not s.endswith("+log") or name in LOG_CASES) and (s != "bare-hyper" or one_k)]
 
 
 def run_matrix(selected):
@@ -463,6 +474,8 @@ def report(selected, results, cold):
                 rt = f"**{ratio:.2f}×** vs {best}"
             elif server == "sendfiled+log":
                 rt = f"{per_cpu(r, name) / max(per_cpu(results[('sendfiled', name)], name), 1e-9):.2f}× vs logs off"
+            elif server == "bare-hyper":
+                rt = f"sendfiled is {per_cpu(results[('sendfiled', name)], name) / max(per_cpu(r, name), 1e-9):.2f}× of it"
             elif server == "nginx+log":
                 rt = f"{per_cpu(r, name) / max(per_cpu(results[('nginx', name)], name), 1e-9):.2f}× vs logs off"
             else:

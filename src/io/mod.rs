@@ -53,6 +53,11 @@ pub struct SendfileIo {
     drip: DripWatch,
     /// Follows the request stream across reads and spoils ambiguous heads.
     guard: StreamGuard,
+    /// Bytes written since this connection last let the worker's other tasks run.
+    burst: usize,
+    /// That step aside in progress: tokio's yield, which wakes us only after the runtime has
+    /// polled its IO driver, so that the connections waiting on it get their turn.
+    stepping_aside: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
 impl SendfileIo {
@@ -73,6 +78,8 @@ impl SendfileIo {
             pace_timer: None,
             drip: DripWatch::default(),
             guard: StreamGuard::default(),
+            burst: 0,
+            stepping_aside: None,
         }
     }
 
@@ -396,23 +403,49 @@ impl AsyncWrite for SendfileIo {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let (mut min_rate, window, send_timeout) = {
+        let (mut min_rate, window, send_timeout, max_chunk) = {
             let c = this.conn.worker.config();
             let l = &c.limits;
-            (l.min_send_rate, l.min_send_rate_window, l.send_timeout)
+            let chunk = c.socket.sendfile_max_chunk;
+            (
+                l.min_send_rate,
+                l.min_send_rate_window,
+                l.send_timeout,
+                chunk,
+            )
         };
+        if this.burst >= max_chunk {
+            // A client that reads as fast as we send never makes a write wait, so hyper would
+            // write its whole body in one poll (tokio's budget allows 128 sendfiles: 256 MiB)
+            // while every other connection of the worker waits. Step aside after each chunk's
+            // worth, as nginx does after sendfile_max_chunk. (A plain self-wake would not do: the
+            // LocalSet polls 61 ready tasks before the IO driver again.)
+            let step = this
+                .stepping_aside
+                .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
+            ready!(step.as_mut().poll(cx));
+            this.stepping_aside = None;
+            this.burst = 0;
+            WorkerStats::add(&this.stats().write_yields, 1);
+        }
         if let Some(pacer) = this.conn.pace.get() {
             // A response we pace slowly must not be judged against a faster minimum.
             min_rate = min_rate.min(pacer.rate() / 2);
         }
         let allowed = ready!(this.poll_pace(cx, bufs));
         match this.poll_write_inner(cx, bufs, allowed) {
-            Poll::Ready(Ok(n)) => Poll::Ready(this.wrote(n, min_rate, window)),
+            Poll::Ready(Ok(n)) => {
+                this.burst += n;
+                Poll::Ready(this.wrote(n, min_rate, window))
+            }
             Poll::Ready(Err(e)) => {
                 this.write_deadline = None;
                 Poll::Ready(Err(e))
             }
-            Poll::Pending => this.poll_waiting(cx, min_rate, window, send_timeout),
+            Poll::Pending => {
+                this.burst = 0;
+                this.poll_waiting(cx, min_rate, window, send_timeout)
+            }
         }
     }
 

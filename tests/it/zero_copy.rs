@@ -188,3 +188,24 @@ fn cold_files_are_read_ahead_off_the_worker() {
     assert!(st.cold_prefetches >= 1, "{st:?}");
     assert_eq!(st.copied_bytes, 0);
 }
+
+/// A client that reads as fast as the server sends never makes a write wait; the connection
+/// still steps aside every `sendfile_max_chunk` bytes so that the worker's other connections
+/// are served meanwhile (without it, the 64 MiB went out in one poll of its task).
+#[test]
+fn a_fast_reader_does_not_hold_the_worker() {
+    let t = Tree::new();
+    let data = Tree::noise(64 << 20, 12);
+    t.file("big.bin", &data);
+    let s = Server::start(&t.root(), "[socket]\nsendfile_max_chunk = \"1MiB\"\n");
+    let before = s.settled_stats();
+    let (ok, body, _) = crate::support::curl(&["-s", &s.url("/big.bin")]);
+    assert!(ok);
+    assert!(body == data, "every byte in place");
+    let yields = s.settled_stats().write_yields - before.write_yields;
+    eprintln!("{yields} write yields");
+    assert!(
+        yields > 0,
+        "a 64 MiB response to a fast reader never stepped aside"
+    );
+}
