@@ -65,7 +65,7 @@ pub struct Worker {
 }
 
 /// Access-log bytes a worker buffers before writing them out.
-const LOG_BATCH: usize = 32 * 1024;
+const LOG_BATCH: usize = 64 * 1024;
 
 /// Shortest time between two warnings about dropped access-log lines.
 const LOG_DROP_WARNING: Duration = Duration::from_secs(10);
