@@ -1,5 +1,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -121,7 +122,10 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_tem
         );
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
+        // Its own process group, so that the master and its worker (which runs as `nobody`
+        // when the suite runs as root) end together.
         let child = Command::new(nginx_binary())
+            .process_group(0)
             .arg("-c")
             .arg(&path)
             .arg("-e")
@@ -144,8 +148,22 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_tem
 }
 
 impl Drop for Balancer {
+    /// SIGTERM to the whole group (nginx's fast shutdown: the master waits for its worker),
+    /// then SIGKILL to whatever is left of it, so that nothing the suite started keeps listening.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let kill = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        kill("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill("-KILL");
         let _ = self.child.wait();
     }
 }
@@ -214,4 +232,10 @@ fn a_download_cut_by_a_dead_node_resumes_on_the_other_through_nginx() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the resumed download is byte-exact");
     drop(node_b);
+    let balancer = lb.addr;
+    drop(lb);
+    assert!(
+        TcpStream::connect(balancer).is_err(),
+        "nginx (its master or its worker) still listens after the test"
+    );
 }
