@@ -15,6 +15,8 @@ command -v zip >/dev/null 2>&1 || missing+=(zip)
 command -v 7z >/dev/null 2>&1 || missing+=(p7zip-full)
 command -v bsdtar >/dev/null 2>&1 || missing+=(libarchive-tools)
 command -v jar >/dev/null 2>&1 || missing+=(default-jdk-headless)
+# The precompressed-variant test makes a variant with the real brotli tool.
+command -v brotli >/dev/null 2>&1 || missing+=(brotli)
 # Operations tests: socket activation, fd limits, and a real Prometheus text parser.
 command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)

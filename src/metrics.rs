@@ -141,6 +141,15 @@ fn work(out: &mut String, s: &Snapshot, g: &Gauges) {
     scalar(
         out,
         (
+            "sendfiled_stale_variants_total",
+            "counter",
+            "Precompressed variants found older than their file (to the second) and not served.",
+        ),
+        s.stale_variants,
+    );
+    scalar(
+        out,
+        (
             "sendfiled_truncated_aborts_total",
             "counter",
             "Responses aborted because their file shrank.",

@@ -84,6 +84,8 @@ counters! {
     /// Times a connection writing to a fast reader stepped aside for the worker's other
     /// connections (once per `sendfile_max_chunk` bytes written without waiting).
     write_yields,
+    /// Precompressed variants found older than their file and not served.
+    stale_variants,
     /// Times a cold file range was read ahead on the blocking pool before sendfile.
     cold_prefetches,
     /// Responses aborted because the file shrank under them.

@@ -62,6 +62,8 @@ pub struct Worker {
     pub last_emfile_warning: Cell<Option<Instant>>,
     /// When an early refusal was last logged, and how many went unlogged since.
     early_refusal_log: Cell<(Option<Instant>, u64)>,
+    /// Paths whose stale precompressed variant was logged already (bounded).
+    stale_variants_logged: RefCell<std::collections::HashSet<Box<str>>>,
 }
 
 /// Access-log bytes a worker buffers before writing them out.
@@ -263,14 +265,32 @@ impl Worker {
         let mut mask = 0u8;
         for (i, coding) in order.iter().enumerate().take(8) {
             if let Ok(v) = self.open_variant(rel, base, *coding) {
-                if v.key.mtime_ns >= base.key.mtime_ns {
+                if fs::as_new_as(&v.key, &base.key) {
                     mask |= 1 << i;
+                } else {
+                    self.stale_variant(rel, *coding);
                 }
             }
         }
         base.variant_probe
             .store((now_ms << 8) | u64::from(mask), Relaxed);
         mask
+    }
+
+    /// Count a variant skipped as older than its file, and log it once per path (per worker,
+    /// for the first 4096 paths), so that a variant that is never served does not go unseen.
+    fn stale_variant(&self, rel: &str, coding: crate::http::encoding::Coding) {
+        WorkerStats::add(&self.stats().stale_variants, 1);
+        let mut logged = self.stale_variants_logged.borrow_mut();
+        if logged.len() >= 4096 || logged.contains(rel) {
+            return;
+        }
+        logged.insert(rel.into());
+        tracing::warn!(
+            path = rel,
+            variant = coding.suffix(),
+            "precompressed variant is older than its file and is not served (regenerate it)"
+        );
     }
 
     /// The open-file cache around `describe`: a hit costs nothing, a stale entry one stat(2) of
@@ -392,6 +412,7 @@ impl Worker {
             cache_fd_share,
             last_emfile_warning: Cell::new(None),
             early_refusal_log: Cell::new((None, 0)),
+            stale_variants_logged: RefCell::default(),
             archives,
             connections,
             bodies,

@@ -119,6 +119,13 @@ pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
     }
 }
 
+/// Whether a precompressed variant (`variant`) is at least as new as its file (`file`), to the
+/// whole second: brotli, gzip and zstd keep the source's mtime with `-k`, but only to the
+/// second, so a variant made from the current file looks up to a second older in nanoseconds.
+pub fn as_new_as(variant: &FileKey, file: &FileKey) -> bool {
+    variant.mtime_ns.div_euclid(1_000_000_000) >= file.mtime_ns.div_euclid(1_000_000_000)
+}
+
 /// Open `rel` beneath `root` and describe it. `rel` is a normalised relative path ("" = root).
 pub fn open(
     root: &File,

@@ -283,3 +283,56 @@ fn large_directories_are_paged() {
         "{html}"
     );
 }
+
+/// `brotli -k` keeps the source's mtime only to the second, so a variant made from the current
+/// file is older than it in nanoseconds. It is served; a variant older by whole seconds is not,
+/// and is counted.
+#[test]
+fn a_variant_made_by_brotli_keep_is_served() {
+    let t = Tree::new();
+    let js = b"console.log('precompressed');\n".repeat(200);
+    let path = t.file("app.js", &js);
+    let fraction = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_700_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(fraction)
+        .unwrap();
+    crate::support::run_ok(
+        std::process::Command::new("brotli").arg("-k").arg(&path),
+        "brotli -k (Debian package brotli)",
+    );
+    let br = std::fs::read(t.root().join("app.js.br")).unwrap();
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    assert!(
+        mtime(&t.root().join("app.js.br")) < mtime(&path),
+        "brotli kept the mtime to the nanosecond: this test would not test anything"
+    );
+    let old = t.file("old.js", &js);
+    t.file("old.js.br", &br);
+    let set = |p: &std::path::Path, secs: u64| {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    };
+    set(&old, 1_700_000_010);
+    set(&t.root().join("old.js.br"), 1_700_000_000);
+    let s = Server::start(&t.root(), "[precompressed]\nenabled = true\n");
+    let r = s.get("/app.js", &["Accept-Encoding: br"]);
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert!(r.body == br, "the brotli variant's bytes");
+    let before = s.stats().stale_variants;
+    let r = s.get("/old.js", &["Accept-Encoding: br"]);
+    assert_eq!(
+        r.header("content-encoding"),
+        None,
+        "a stale variant is never served"
+    );
+    assert!(r.body == js);
+    assert_eq!(s.stats().stale_variants - before, 1, "and it is counted");
+}
