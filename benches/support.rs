@@ -33,6 +33,7 @@ pub fn server(root: &std::path::Path) -> sendfiled::RunningServer {
         listen: vec!["127.0.0.1:0".into()],
         workers: Some(1),
         admin_listen: Some("off".into()),
+        drain_delay: None,
     };
     // Measured without the access log, as nginx is (access_log off).
     let raw = RawConfig {

@@ -25,6 +25,8 @@ pub struct AdminState {
     pub stats: Stats,
     pub archives: Arc<std::sync::atomic::AtomicUsize>,
     pub draining: Arc<AtomicBool>,
+    /// A stop is announced (the drain delay runs): not ready, still serving.
+    pub unready: Arc<AtomicBool>,
     pub workers: usize,
     /// Each worker's last heartbeat count and when it last moved.
     pub seen: Arc<Mutex<Vec<(u64, Instant)>>>,
@@ -145,6 +147,11 @@ fn answer(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> 
             ),
         },
         "/readyz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into(), PLAIN),
+        "/readyz" if state.unready.load(Ordering::Relaxed) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping soon\n".into(),
+            PLAIN,
+        ),
         "/readyz" => text(StatusCode::OK, "ready\n".into(), PLAIN),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into(), PLAIN),
     }

@@ -70,4 +70,7 @@ pub struct ServeArgs {
     /// Address of the admin listener (/metrics, /healthz, /readyz), or `off` [default: 127.0.0.1:9090]
     #[arg(long)]
     pub admin_listen: Option<String>,
+    /// After SIGTERM, how long /readyz fails while the node still serves, before it stops accepting [default: 5s]
+    #[arg(long)]
+    pub drain_delay: Option<String>,
 }

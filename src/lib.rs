@@ -80,7 +80,11 @@ pub fn run(config: config::Config, overrides: config::Overrides) -> anyhow::Resu
         let mut last_beats = server.heartbeats();
         loop {
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+                _ = term.recv() => {
+                    drain_delay(&server, &mut term, &mut int).await;
+                    tracing::info!("SIGTERM: draining");
+                    break;
+                }
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
                 _ = hup.recv() => {
                     systemd::notify_reloading();
@@ -112,6 +116,30 @@ pub fn run(config: config::Config, overrides: config::Overrides) -> anyhow::Resu
     server.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGTERM's first step: /readyz fails for `drain.delay` while the node still accepts and
+/// serves, so that the load balancer's health checks take it out before its port closes. A
+/// second SIGTERM, or a SIGINT, ends the wait at once.
+async fn drain_delay(
+    server: &RunningServer,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
+    let delay = server.settings().config.drain_delay;
+    if delay.is_zero() {
+        return;
+    }
+    server.announce_stop();
+    tracing::info!(delay = ?delay, "SIGTERM: /readyz fails now; still serving until the drain delay ends");
+    systemd::notify(&format!(
+        "STATUS=stopping: /readyz fails, serving for {delay:?} more"
+    ));
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = term.recv() => tracing::info!("second SIGTERM: ending the drain delay"),
+        _ = int.recv() => tracing::info!("SIGINT: ending the drain delay"),
+    }
 }
 
 /// SIGHUP: read the file again; keep the running configuration if anything is wrong with it

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 listen: args.listen,
                 workers: args.workers,
                 admin_listen: args.admin_listen,
+                drain_delay: args.drain_delay,
             };
             let config = match Config::load(args.config.as_deref(), &overrides) {
                 Ok(c) => c,

@@ -32,6 +32,8 @@ pub struct RunningServer {
     shared: Shared,
     admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
     admin_stop: watch::Sender<bool>,
+    /// Set when a stop is announced: /readyz fails while the node still serves.
+    unready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RunningServer {
@@ -65,6 +67,13 @@ impl RunningServer {
     /// The admin listener's address, if it is on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|(a, _)| *a)
+    }
+
+    /// Tell the load balancer that this node is going away: /readyz fails from now on, while
+    /// the node goes on accepting and serving (the drain delay).
+    pub fn announce_stop(&self) {
+        self.unready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stop accepting and start draining, without waiting.
@@ -172,9 +181,10 @@ pub fn start_with(
     };
     let threads = spawn_workers(listeners, &shared, &rx)?;
     let (admin_stop, admin_rx) = watch::channel(false);
+    let unready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = match admin_listen {
         None => None,
-        Some(addr) => match start_admin(addr, &shared, workers, admin_rx) {
+        Some(addr) => match start_admin(addr, &shared, &unready, workers, admin_rx) {
             Ok(admin) => Some(admin),
             Err(e) => {
                 let _ = tx.send(true);
@@ -196,6 +206,7 @@ pub fn start_with(
         shared,
         admin,
         admin_stop,
+        unready,
     })
 }
 
@@ -251,6 +262,7 @@ fn spawn_workers(
 fn start_admin(
     addr: SocketAddr,
     shared: &Shared,
+    unready: &Arc<std::sync::atomic::AtomicBool>,
     workers: usize,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
@@ -258,6 +270,7 @@ fn start_admin(
         stats: shared.stats.clone(),
         archives: shared.archives.clone(),
         draining: shared.draining.clone(),
+        unready: unready.clone(),
         workers,
         seen: Default::default(),
     };

@@ -548,3 +548,27 @@ pub(super) fn size(v: &Option<SizeText>, default: u64) -> Result<u64, String> {
         Some(v) => parse_size(v),
     }
 }
+
+/// `[drain] delay` (or `--drain-delay`): at most ten minutes.
+pub(super) fn drain_delay(
+    raw: &RawConfig,
+    file: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<Duration, ConfigError> {
+    let delay = match &overrides.drain_delay {
+        Some(text) => parse_duration(text),
+        None => duration(
+            &raw.drain.as_ref().and_then(|d| d.delay.clone()),
+            defaults::DRAIN_DELAY_SECS,
+        ),
+    }
+    .map_err(|m| ConfigError::new(file, "drain.delay", m))?;
+    if delay > Duration::from_secs(600) {
+        return Err(ConfigError::new(
+            file,
+            "drain.delay",
+            format!("{delay:?} is longer than ten minutes"),
+        ));
+    }
+    Ok(delay)
+}

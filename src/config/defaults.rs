@@ -10,6 +10,9 @@ pub const HEADER_TIMEOUT_SECS: u64 = 10;
 pub const KEEPALIVE_TIMEOUT_SECS: u64 = 60;
 pub const SEND_TIMEOUT_SECS: u64 = 60;
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// Seconds /readyz fails before a stopping node stops accepting (HAProxy's default check
+/// interval is 2 s, so two failed checks fit).
+pub const DRAIN_DELAY_SECS: u64 = 5;
 pub const MIN_SEND_RATE: u64 = 1024;
 pub const MIN_SEND_RATE_WINDOW_SECS: u64 = 60;
 pub const BODY_TIMEOUT_SECS: u64 = 10;

@@ -113,6 +113,8 @@ pub struct Overrides {
     pub workers: Option<usize>,
     /// `--admin-listen`: an address or `off`.
     pub admin_listen: Option<String>,
+    /// `--drain-delay`: a duration.
+    pub drain_delay: Option<String>,
 }
 
 /// Request size limits and timeouts.
@@ -242,6 +244,9 @@ pub struct Config {
     pub listing: Option<usize>,
     /// The admin listener (/metrics, /healthz, /readyz); `None` = off.
     pub admin_listen: Option<SocketAddr>,
+    /// After SIGTERM, how long /readyz fails while the node still accepts and serves, before
+    /// it stops accepting and drains.
+    pub drain_delay: Duration,
     /// Where the configuration came from, for messages.
     pub source: Option<PathBuf>,
 }
@@ -370,6 +375,7 @@ impl Config {
         let precompressed = check::precompressed(&raw, file)?;
         let listing = check::listing(&raw, file)?;
         let admin_listen = check::admin(&raw, file, overrides, &listen)?;
+        let drain_delay = check::drain_delay(&raw, file, overrides)?;
 
         Ok(Config {
             root,
@@ -391,6 +397,7 @@ impl Config {
             precompressed,
             listing,
             admin_listen,
+            drain_delay,
             source: file.map(Path::to_path_buf),
         })
     }

@@ -35,6 +35,9 @@ impl Config {
                 enabled: Some(self.listing.is_some()),
                 max_entries: Some(self.listing.unwrap_or(defaults::LISTING_MAX_ENTRIES)),
             }),
+            drain: Some(RawDrain {
+                delay: secs(self.drain_delay),
+            }),
             admin: Some(RawAdmin {
                 listen: Some(
                     self.admin_listen

@@ -50,6 +50,7 @@ pub struct RawConfig {
     pub clients: Option<RawClients>,
     pub access_log: Option<RawAccessLog>,
     pub admin: Option<RawAdmin>,
+    pub drain: Option<RawDrain>,
     pub precompressed: Option<RawPrecompressed>,
     pub listing: Option<RawListing>,
 }
@@ -86,6 +87,13 @@ pub struct RawAccessLog {
 pub struct RawAdmin {
     /// An address, or `"off"`.
     pub listen: Option<String>,
+}
+
+/// `[drain]`: how a SIGTERM warns the load balancer before the node stops accepting.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrain {
+    pub delay: Option<DurationText>,
 }
 
 /// `[signing]`: signed expiring links.

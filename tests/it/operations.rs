@@ -111,6 +111,66 @@ fn socket_activation_and_sd_notify() {
     assert!(status.success(), "{status}");
 }
 
+/// SIGTERM with a drain delay: /readyz fails at once, while the node goes on accepting and
+/// serving new connections until the delay ends; then it stops as without one.
+#[test]
+fn sigterm_fails_readyz_first_and_serves_through_the_drain_delay() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    let admin_port = free_port();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
+        "--drain-delay",
+        "1500ms",
+    ]);
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    assert_eq!(get(admin, "/readyz").status, 200);
+    signal(server.pid(), "TERM");
+    let sent = Instant::now();
+    while get(admin, "/readyz").status != 503 {
+        assert!(
+            sent.elapsed() < Duration::from_millis(500),
+            "/readyz did not fail at once"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut served = 0;
+    while sent.elapsed() < Duration::from_millis(1200) {
+        let r = request_at(server.addr, "GET", "/a.txt", &[]);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"alpha"[..]),
+            "during the delay"
+        );
+        served += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(served > 10);
+    let mut child = server;
+    let status = loop {
+        if let Some(status) = child.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "did not stop after the delay"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500),
+        "stopped before the delay ended"
+    );
+    assert!(
+        TcpStream::connect(child.addr).is_err(),
+        "the port is closed once it has stopped"
+    );
+}
+
 #[test]
 fn sigterm_drains_in_flight_downloads_and_refuses_new_connections() {
     let t = Tree::new();
@@ -482,7 +542,7 @@ def launch():
         os.dup2(ls.fileno(), 3)
         os.set_inheritable(3, True)
     return subprocess.Popen(
-        ["sh", "-c", 'LISTEN_FDS=1 LISTEN_PID=$$ exec "$0" serve --root "$1" --admin-listen off --workers 2', binary, root],
+        ["sh", "-c", 'LISTEN_FDS=1 LISTEN_PID=$$ exec "$0" serve --root "$1" --admin-listen off --drain-delay 0 --workers 2', binary, root],
         preexec_fn=to_fd3, pass_fds=(3,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 def get():

@@ -74,6 +74,7 @@ impl Server {
             } else {
                 Some("off".into())
             },
+            drain_delay: None,
         };
         let mut raw = raw;
         if raw.access_log.is_none() {
@@ -323,6 +324,12 @@ impl Spawned {
         } else {
             &["--admin-listen", "off"]
         };
+        // Tests stop their servers with SIGTERM; a test of the drain delay sets its own.
+        let drain_default: &[&str] = if args.contains(&"--drain-delay") {
+            &[]
+        } else {
+            &["--drain-delay", "0"]
+        };
         for (k, v) in env {
             command.env(k, v);
         }
@@ -330,6 +337,7 @@ impl Spawned {
             .arg("serve")
             .args(args)
             .args(admin_default)
+            .args(drain_default)
             .args(["--listen", "127.0.0.1:0"])
             .stderr(std::process::Stdio::piped())
             .stdout(stdout)
