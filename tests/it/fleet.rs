@@ -239,3 +239,123 @@ fn a_download_cut_by_a_dead_node_resumes_on_the_other_through_nginx() {
         "nginx (its master or its worker) still listens after the test"
     );
 }
+
+/// HAProxy in front of two nodes with checks on /readyz and no `option redispatch` (so that the
+/// drain delay alone is what is tested; with `--drain-delay 0` one request in a couple of
+/// thousand fails with HAProxy's 503 here, as the issue saw):
+/// one node gets SIGTERM while a client loops through the balancer, and no request fails,
+/// because the node fails its checks and keeps serving for the drain delay before its port
+/// closes.
+#[test]
+fn a_node_stopping_behind_haproxy_fails_no_request() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    let root = t.root();
+    let node = |admin: u16| {
+        Spawned::serve(&[
+            "--root",
+            root.to_str().unwrap(),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--drain-delay",
+            "2s",
+        ])
+    };
+    let (admin_a, admin_b) = (crate::support::free_port(), crate::support::free_port());
+    let (a, b) = (node(admin_a), node(admin_b));
+    let port = crate::support::free_port();
+    let conf = format!(
+        "global\n  maxconn 1000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n\
+  timeout server 10s\n  retries 2\nfrontend web\n  bind 127.0.0.1:{port}\n\
+  default_backend nodes\nbackend nodes\n  balance roundrobin\n  option httpchk GET /readyz\n\
+  http-check expect status 200\n  default-server check inter 200ms fall 2 rise 2\n\
+  server a {} check port {admin_a}\n  server b {} check port {admin_b}\n",
+        a.addr, b.addr
+    );
+    let path = t.dir.path().join("haproxy.cfg");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("haproxy")
+        .process_group(0)
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy is installed (Debian package haproxy)");
+    let lb = Proxy { child };
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let start = Instant::now();
+    while request_ok(front).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "haproxy did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(600)); // both nodes up (rise 2)
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looping = stop.clone();
+    let client = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, Vec::new());
+        while !looping.load(std::sync::atomic::Ordering::Relaxed) {
+            match request_ok(front) {
+                Some(200) => ok += 1,
+                other => failed.push(other),
+            }
+        }
+        (ok, failed)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    crate::support::signal(a.pid(), "TERM");
+    let mut a = a;
+    let stopped = Instant::now();
+    while a.child.try_wait().unwrap().is_none() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "node A did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // and on with node B alone
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert!(ok > 100, "only {ok} requests went through");
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    drop(lb);
+    drop(b);
+}
+
+/// One GET of /a.txt on a new connection: its status, or `None` when the exchange failed.
+fn request_ok(addr: SocketAddr) -> Option<u16> {
+    let mut c = TcpStream::connect(addr).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    c.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).ok()?;
+    let line = std::str::from_utf8(out.get(..12)?).ok()?;
+    line.strip_prefix("HTTP/1.1 ")?.parse().ok()
+}
+
+/// A proxy started by a test, ended with its whole process group.
+struct Proxy {
+    child: std::process::Child,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}

@@ -16,7 +16,8 @@ mod conditional;
 mod faults;
 /// Directories, index files, redirects, dotfiles, downloads, Cache-Control.
 mod files;
-/// Several nodes with copies of one tree: identical answers, resume across nodes behind nginx.
+/// Several nodes with copies of one tree: identical answers, resume across nodes behind nginx,
+/// a node stopping behind HAProxy without a failed request.
 mod fleet;
 /// Conformance and hostile input, round two: framing, bodies, Host, what a probe found.
 mod hostile;
