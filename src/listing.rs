@@ -175,7 +175,8 @@ pub fn html(p: &Page<'_>) -> String {
     );
     if p.zip {
         out.push_str(
-            "<p><a href=\"?download=zip\">Download this folder as a ZIP archive</a></p>\n",
+            "<p><a href=\"?download=zip\">Download this folder as a ZIP archive</a> \
+             (resumable, unless it holds over 8 MiB of text, which is compressed)</p>\n",
         );
     }
     out.push_str("<table>\n<tr><th>Name</th><th>Size</th><th>Modified</th></tr>\n");

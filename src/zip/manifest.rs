@@ -84,14 +84,6 @@ pub struct Manifest {
     pub skipped: usize,
 }
 
-/// File extensions whose contents are already compressed: stored even in `auto` mode.
-const INCOMPRESSIBLE: &[&str] = &[
-    "jpg", "jpeg", "png", "gif", "webp", "avif", "heic", "mp4", "m4v", "mov", "mkv", "webm", "mp3",
-    "m4a", "aac", "ogg", "opus", "flac", "zip", "gz", "tgz", "bz2", "xz", "zst", "7z", "rar",
-    "jar", "apk", "docx", "xlsx", "pptx", "odt", "epub", "woff", "woff2", "pdf", "dmg", "br",
-    "lz4", "zstd", "mpg", "avi",
-];
-
 /// In `auto` mode, deflate only when the text bytes are worth it: at least this much...
 const AUTO_MIN_SAVING_BYTES: u64 = 8 << 20;
 /// ...and at least this share of the archive.
@@ -572,10 +564,7 @@ impl Manifest {
 
     fn decide_kinds(&mut self, compress: Compress, crc_ahead_max: u64) {
         let deflatable = |m: &Manifest, e: &Entry| {
-            let name = m.name(e);
-            let ext = name.rsplit(|&b| b == b'.').next().unwrap_or(b"");
-            let ext = String::from_utf8_lossy(ext).to_ascii_lowercase();
-            e.size >= DEFLATE_MIN && !INCOMPRESSIBLE.contains(&ext.as_str())
+            e.size >= DEFLATE_MIN && super::compressible::compresses_well(m.name(e))
         };
         let deflate_all = match compress {
             Compress::Store => false,

@@ -9,6 +9,7 @@
 //!
 //! The HTTP side (parameters, status codes, headers) is in `service`; see docs/zip.md.
 
+mod compressible;
 pub mod crc;
 mod deflate;
 pub mod format;

@@ -539,3 +539,34 @@ fn memory_stays_bounded_with_slow_clients() {
     let grown = peak.saturating_sub(before);
     assert!(grown < 16 * 1024 + 32 * 1024, "RSS grew by {grown} KiB");
 }
+
+/// `auto` (the default, and the listing's "download this folder" link) deflates only types
+/// known to compress: a folder of opaque `.bin` data is a sized, resumable archive, while a
+/// folder of text is deflated (and so streamed without a length).
+#[test]
+fn opaque_data_gives_a_sized_archive_by_default_and_text_is_deflated() {
+    let t = Tree::new();
+    for i in 0..3 {
+        t.file(&format!("data/{i}.bin"), &Tree::noise(4 << 20, 60 + i));
+    }
+    let words = b"origin cache range bytes header archive deflate ".repeat(220_000);
+    t.file("text/words.txt", &words);
+    let s = Server::start(&t.root(), "");
+    let data = s.request("HEAD", "/data/?download=zip", &[]);
+    assert_eq!(data.status, 200);
+    assert!(
+        data.header("content-length").is_some(),
+        "{:?}",
+        data.headers
+    );
+    assert_eq!(data.header("accept-ranges"), Some("bytes"));
+    let resumed = s.get("/data/?download=zip", &["Range: bytes=100-199"]);
+    assert_eq!(resumed.status, 206, "a resumable archive");
+    let text = s.request("HEAD", "/text/?download=zip", &[]);
+    assert_eq!(text.status, 200);
+    assert!(
+        text.header("content-length").is_none(),
+        "10 MiB of text is deflated, so its length is not known ahead: {:?}",
+        text.headers
+    );
+}
