@@ -34,6 +34,7 @@ pub fn server(root: &std::path::Path) -> sendfiled::RunningServer {
         workers: Some(1),
         admin_listen: Some("off".into()),
         drain_delay: None,
+        listing: false,
     };
     // Measured without the access log, as nginx is (access_log off).
     let raw = RawConfig {

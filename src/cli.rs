@@ -73,4 +73,7 @@ pub struct ServeArgs {
     /// After SIGTERM, how long /readyz fails while the node still serves, before it stops accepting [default: 5s]
     #[arg(long)]
     pub drain_delay: Option<String>,
+    /// Turn directory listings on (HTML and JSON; see listing.enabled)
+    #[arg(long)]
+    pub listing: bool,
 }

@@ -67,6 +67,7 @@ pub fn run(config: config::Config, overrides: config::Overrides) -> anyhow::Resu
         .enable_all()
         .build()?;
     let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    first_words(&server);
     systemd::notify(&format!("READY=1\nSTATUS=serving on {}", addrs.join(", ")));
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -116,6 +117,28 @@ pub fn run(config: config::Config, overrides: config::Overrides) -> anyhow::Resu
     server.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One line for whoever just started the server: which folder, at which URL, and what the
+/// defaults keep out of sight (so that a 404 at `/` does not look like a broken server).
+fn first_words(server: &RunningServer) {
+    let settings = server.settings();
+    let c = &settings.config;
+    let Some(addr) = server.local_addrs().first() else {
+        return;
+    };
+    let listings = if c.listing.is_some() {
+        "directory listings on".to_string()
+    } else {
+        format!(
+            "directory listings off (a folder without {} answers 404; --listing turns them on)",
+            c.index
+        )
+    };
+    tracing::info!(
+        "serving {} at http://{addr}/: {listings}; dotfiles and symlinks leaving the root are not served",
+        c.root.display()
+    );
 }
 
 /// SIGTERM's first step: /readyz fails for `drain.delay` while the node still accepts and

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
                 workers: args.workers,
                 admin_listen: args.admin_listen,
                 drain_delay: args.drain_delay,
+                listing: args.listing,
             };
             let config = match Config::load(args.config.as_deref(), &overrides) {
                 Ok(c) => c,

@@ -313,14 +313,19 @@ pub(super) fn precompressed(
 }
 
 /// `[listing]`: `None` when off, else the entries per page.
-pub(super) fn listing(raw: &RawConfig, file: Option<&Path>) -> Result<Option<usize>, ConfigError> {
+pub(super) fn listing(
+    raw: &RawConfig,
+    file: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<Option<usize>, ConfigError> {
     let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
     let l = raw.listing.clone().unwrap_or_default();
     let listing_max = l.max_entries.unwrap_or(defaults::LISTING_MAX_ENTRIES);
     if listing_max == 0 {
         return Err(err("listing.max_entries", "must be at least 1".into()));
     }
-    let listing = l.enabled.unwrap_or(false).then_some(listing_max);
+    let enabled = overrides.listing || l.enabled.unwrap_or(false);
+    let listing = enabled.then_some(listing_max);
     Ok(listing)
 }
 

@@ -115,6 +115,8 @@ pub struct Overrides {
     pub admin_listen: Option<String>,
     /// `--drain-delay`: a duration.
     pub drain_delay: Option<String>,
+    /// `--listing`: directory listings on.
+    pub listing: bool,
 }
 
 /// Request size limits and timeouts.
@@ -373,7 +375,7 @@ impl Config {
         let clients = check::check_clients(raw.clients.clone().unwrap_or_default(), file)?;
         let access_log = check::access_log(&raw, file)?;
         let precompressed = check::precompressed(&raw, file)?;
-        let listing = check::listing(&raw, file)?;
+        let listing = check::listing(&raw, file, overrides)?;
         let admin_listen = check::admin(&raw, file, overrides, &listen)?;
         let drain_delay = check::drain_delay(&raw, file, overrides)?;
 

@@ -165,3 +165,32 @@ fn cli_flags_override_the_file() {
         .unwrap();
     assert_eq!(read_response(&mut conn, false).unwrap().body, b"cli");
 }
+
+/// The README's first command (its listen address swapped for a free port) shows something
+/// that works at `/`: a listing of the folder it serves, and the start-up line names the URL.
+#[test]
+fn the_readmes_first_command_serves_a_listing_at_the_root() {
+    let readme = include_str!("../../README.md");
+    let command = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -- serve "))
+        .expect("README has the serve command");
+    let words: Vec<&str> = command.split_whitespace().skip(5).collect();
+    let mut args = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        if words[i] == "--listen" {
+            i += 2; // the harness listens on a free port instead
+            continue;
+        }
+        args.push(words[i]);
+        i += 1;
+    }
+    let s = crate::support::Spawned::serve(&args);
+    let r = crate::support::request_at(s.addr, "GET", "/", &[]);
+    assert_eq!(r.status, 200, "`/` after the README's command");
+    assert!(r.text().contains("architecture.md"), "{}", r.text());
+    let log = s.log.lock().unwrap().clone();
+    assert!(log.contains("/docs at http://"), "{log}");
+    assert!(log.contains("directory listings on"), "{log}");
+}

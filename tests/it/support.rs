@@ -75,6 +75,7 @@ impl Server {
                 Some("off".into())
             },
             drain_delay: None,
+            listing: false,
         };
         let mut raw = raw;
         if raw.access_log.is_none() {
