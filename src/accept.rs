@@ -116,6 +116,40 @@ impl Drop for OpenGuard {
     }
 }
 
+/// The connection's client: the peer itself, or, on a PROXY-protocol listener, the address
+/// the trusted balancer's header names (with the balancer as `via`). `None`: close it (a peer
+/// that is not trusted, or a header that is missing, malformed or late).
+async fn proxied_client(
+    tcp: &TcpStream,
+    peer: SocketAddr,
+    worker: &Worker,
+) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    let (protocol, trusted, limit) = {
+        let c = worker.config();
+        (
+            c.proxy.protocol,
+            c.proxy.trusts(peer.ip()),
+            c.limits.header_timeout,
+        )
+    };
+    if !protocol {
+        return Some((peer, None));
+    }
+    if !trusted {
+        WorkerStats::add(&worker.stats().proxy_refusals, 1);
+        tracing::debug!(peer = %peer, "PROXY-protocol connection from an untrusted peer closed");
+        return None;
+    }
+    match crate::proxy_protocol::read(tcp, limit).await {
+        Ok(source) => Some((source.unwrap_or(peer), Some(peer))),
+        Err(e) => {
+            WorkerStats::add(&worker.stats().proxy_refusals, 1);
+            tracing::debug!(peer = %peer, error = %e, "connection without a valid PROXY header closed");
+            None
+        }
+    }
+}
+
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -127,15 +161,21 @@ async fn serve_connection(
         .set(worker.open_connections.get() + 1);
     WorkerStats::add(&worker.stats().connections, 1);
     WorkerStats::add(&worker.stats().open_connections, 1);
-    let accepted = worker.protect().clients.connect(peer.ip());
-    let (counted, refused) = match accepted {
-        Ok(true) => (Some((peer.ip(), worker.settings())), None),
-        Ok(false) => (None, None),
-        Err(why) => (None, Some(why)),
-    };
-    let _open = OpenGuard {
+    let mut open = OpenGuard {
         worker: worker.clone(),
-        counted,
+        counted: None,
+    };
+    let Some((peer, via)) = proxied_client(&tcp, peer, &worker).await else {
+        return;
+    };
+    let accepted = worker.protect().clients.connect(peer.ip());
+    let refused = match accepted {
+        Ok(true) => {
+            open.counted = Some((peer.ip(), worker.settings()));
+            None
+        }
+        Ok(false) => None,
+        Err(why) => Some(why),
     };
     // Small responses must not wait for Nagle; file data is already sent in large segments.
     let _ = tcp.set_nodelay(true);
@@ -143,7 +183,7 @@ async fn serve_connection(
     if let Some(bytes) = send_buffer {
         let _ = crate::sys::set_send_buffer(&tcp, bytes);
     }
-    let conn = Rc::new(ConnShared::new(worker.clone(), peer, refused));
+    let conn = Rc::new(ConnShared::new(worker.clone(), peer, via, refused));
     let io = TokioIo::new(SendfileIo::new(tcp, conn.clone()));
     let conn_for_log = conn.clone();
     let connection = worker

@@ -194,6 +194,8 @@ pub struct Exchange {
     pub body: BodyPath,
     pub bytes_before: u64,
     pub key_id: Option<String>,
+    /// The client a trusted proxy's forwarding header named, if any.
+    pub client: Option<std::net::IpAddr>,
     text: String,
     /// End offsets in `text` of method, target, user agent, referer, range.
     ends: [usize; 5],
@@ -259,7 +261,7 @@ impl Exchange {
         &self,
         out: &mut Vec<u8>,
         format: Format,
-        client: std::net::SocketAddr,
+        (client, peer): (std::net::SocketAddr, std::net::SocketAddr),
         bytes: u64,
         seconds: f64,
         aborted: bool,
@@ -273,6 +275,8 @@ impl Exchange {
                 rfc3339(wall, out);
                 out.extend_from_slice(b"\",\"client\":\"");
                 socket_addr(client, out);
+                out.extend_from_slice(b"\",\"peer\":\"");
+                socket_addr(peer, out);
                 out.extend_from_slice(b"\",\"method\":");
                 json_str(self.field(0), out);
                 let target = self.field(1);
@@ -367,8 +371,13 @@ fn millis(seconds: f64, out: &mut Vec<u8>) {
     ]);
 }
 
-/// `addr` as Display writes it (`1.2.3.4:5`, `[::1]:5`), IPv4 without core::fmt.
+/// `addr` as Display writes it (`1.2.3.4:5`, `[::1]:5`), IPv4 without core::fmt; port 0 (an
+/// address from a forwarding header, which has none) as the bare IP.
 fn socket_addr(addr: std::net::SocketAddr, out: &mut Vec<u8>) {
+    if addr.port() == 0 {
+        let _ = write!(out, "{}", addr.ip());
+        return;
+    }
     match addr {
         std::net::SocketAddr::V4(v4) => {
             for (i, octet) in v4.ip().octets().into_iter().enumerate() {

@@ -80,8 +80,10 @@ pub struct ConnShared {
     /// The waker of a read that went pending while the connection was busy. hyper does not poll
     /// reads again on its own once a response ends, so going idle wakes it to arm the deadline.
     pub read_waker: RefCell<Option<Waker>>,
-    /// The client's address.
+    /// The client's address (the one a trusted balancer's PROXY header names, if any).
     pub peer: std::net::SocketAddr,
+    /// The balancer the connection came through, when a PROXY header named the client.
+    pub via: Option<std::net::SocketAddr>,
     /// Set when the connection was accepted past its address's cap: every request on it gets
     /// 429 and the connection closes.
     pub refused: Option<crate::protect::clients::Rejection>,
@@ -117,6 +119,7 @@ impl ConnShared {
     pub fn new(
         worker: Rc<Worker>,
         peer: std::net::SocketAddr,
+        via: Option<std::net::SocketAddr>,
         refused: Option<crate::protect::clients::Rejection>,
     ) -> Self {
         ConnShared {
@@ -125,6 +128,7 @@ impl ConnShared {
             worker,
             read_waker: RefCell::new(None),
             peer,
+            via,
             refused,
             pace: Cell::new(None),
             bytes_sent: Cell::new(0),
@@ -140,9 +144,29 @@ impl ConnShared {
         self.requests.set(self.requests.get() + 1);
         self.finish_exchange(false);
         let capture = self.worker.logging();
-        self.exchange
-            .borrow_mut()
-            .begin(parts, self.bytes_sent.get(), capture);
+        let client = self.forwarded_client(&parts.headers);
+        let mut x = self.exchange.borrow_mut();
+        x.begin(parts, self.bytes_sent.get(), capture);
+        x.client = client;
+    }
+
+    /// The client a trusted proxy's forwarding header names for this request, if the
+    /// configuration asks for one and the connection comes from a trusted proxy.
+    fn forwarded_client(&self, headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+        let config = self.worker.config();
+        let proxy = &config.proxy;
+        let rule = proxy.client_header.as_ref()?;
+        let sender = self.via.unwrap_or(self.peer);
+        if !proxy.trusts(sender.ip()) {
+            return None;
+        }
+        crate::http::forwarded::client(headers, rule, |ip| proxy.trusts(ip))
+    }
+
+    /// The client of the request being answered: the one a forwarding header named, else the
+    /// connection's.
+    pub fn client_ip(&self) -> std::net::IpAddr {
+        self.exchange.borrow().client.unwrap_or(self.peer.ip())
     }
 
     /// The response is known: its status, and how its body leaves.
@@ -167,7 +191,11 @@ impl ConnShared {
         let stats = self.worker.stats();
         stats.exchange(x.method_index, status, seconds);
         WorkerStats::add(&stats.bytes_sent, bytes);
+        let client = x
+            .client
+            .map_or(self.peer, |ip| std::net::SocketAddr::new(ip, 0));
+        let peer = self.via.unwrap_or(self.peer);
         self.worker
-            .log_exchange(&x, self.peer, bytes, seconds, aborted);
+            .log_exchange(&x, (client, peer), bytes, seconds, aborted);
     }
 }

@@ -36,6 +36,7 @@ mod listing;
 mod metrics;
 mod pool;
 pub mod protect;
+mod proxy_protocol;
 mod request_body;
 mod server;
 mod service;

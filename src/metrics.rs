@@ -150,6 +150,15 @@ fn work(out: &mut String, s: &Snapshot, g: &Gauges) {
     scalar(
         out,
         (
+            "sendfiled_proxy_refusals_total",
+            "counter",
+            "Connections closed for want of a valid PROXY header from a trusted peer (proxy.protocol).",
+        ),
+        s.proxy_refusals,
+    );
+    scalar(
+        out,
+        (
             "sendfiled_truncated_aborts_total",
             "counter",
             "Responses aborted because their file shrank.",

@@ -86,6 +86,8 @@ counters! {
     write_yields,
     /// Precompressed variants found older than their file and not served.
     stale_variants,
+    /// Connections closed for want of a valid PROXY header from a trusted peer.
+    proxy_refusals,
     /// Times a cold file range was read ahead on the blocking pool before sendfile.
     cold_prefetches,
     /// Responses aborted because the file shrank under them.

@@ -121,7 +121,7 @@ impl Worker {
     pub fn log_exchange(
         &self,
         x: &crate::access_log::Exchange,
-        client: SocketAddr,
+        (client, peer): (SocketAddr, SocketAddr),
         bytes: u64,
         seconds: f64,
         aborted: bool,
@@ -131,7 +131,14 @@ impl Worker {
             return;
         };
         let mut buf = self.log_buf.borrow_mut();
-        x.write_line(&mut buf, log.format(), client, bytes, seconds, aborted);
+        x.write_line(
+            &mut buf,
+            log.format(),
+            (client, peer),
+            bytes,
+            seconds,
+            aborted,
+        );
         if buf.len() >= LOG_BATCH {
             let batch = std::mem::replace(&mut *buf, log.empty_batch(LOG_BATCH + 1024));
             self.hand_to_log(log, batch);

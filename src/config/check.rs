@@ -577,3 +577,35 @@ pub(super) fn drain_delay(
     }
     Ok(delay)
 }
+
+/// `[proxy]`: trusted CIDRs, the PROXY protocol, and the client header.
+pub(super) fn proxy(raw: &RawConfig, file: Option<&Path>) -> Result<ProxySettings, ConfigError> {
+    let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
+    let p = raw.proxy.clone().unwrap_or_default();
+    let mut trusted = Vec::new();
+    for (i, c) in p.trusted.unwrap_or_default().iter().enumerate() {
+        trusted
+            .push(crate::cidr::Cidr::parse(c).map_err(|m| err(&format!("proxy.trusted[{i}]"), m))?);
+    }
+    let client_header = match p.client_header.as_deref().map(str::to_ascii_lowercase) {
+        None => None,
+        Some(h) if h == "x-forwarded-for" => Some(ClientHeader::XForwardedFor),
+        Some(h) if h == "forwarded" => Some(ClientHeader::Forwarded),
+        Some(h) => Some(ClientHeader::Single(
+            http::HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| err("proxy.client_header", format!("{h:?} is not a header name")))?,
+        )),
+    };
+    let protocol = p.protocol.unwrap_or(false);
+    if (protocol || client_header.is_some()) && trusted.is_empty() {
+        return Err(err(
+            "proxy.trusted",
+            "is empty: list the balancers' addresses that may name the client".into(),
+        ));
+    }
+    Ok(ProxySettings {
+        trusted,
+        protocol,
+        client_header,
+    })
+}

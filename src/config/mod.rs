@@ -246,11 +246,34 @@ pub struct Config {
     pub listing: Option<usize>,
     /// The admin listener (/metrics, /healthz, /readyz); `None` = off.
     pub admin_listen: Option<SocketAddr>,
+    /// Balancers and proxies in front of the node.
+    pub proxy: ProxySettings,
     /// After SIGTERM, how long /readyz fails while the node still accepts and serves, before
     /// it stops accepting and drains.
     pub drain_delay: Duration,
     /// Where the configuration came from, for messages.
     pub source: Option<PathBuf>,
+}
+
+/// Who may tell the server the client's address, and how.
+#[derive(Clone, Debug, Default)]
+pub struct ProxySettings {
+    /// Peers whose PROXY header or forwarding header is believed.
+    pub trusted: Vec<crate::cidr::Cidr>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), from a trusted peer.
+    pub protocol: bool,
+    /// The request header that names the client, from a trusted peer.
+    pub client_header: Option<ClientHeader>,
+}
+
+pub use crate::http::forwarded::ClientHeader;
+
+impl ProxySettings {
+    /// Whether `ip` is a trusted proxy.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::cidr::canonical(ip);
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
 }
 
 /// The per-client policy.
@@ -378,6 +401,7 @@ impl Config {
         let listing = check::listing(&raw, file, overrides)?;
         let admin_listen = check::admin(&raw, file, overrides, &listen)?;
         let drain_delay = check::drain_delay(&raw, file, overrides)?;
+        let proxy = check::proxy(&raw, file)?;
 
         Ok(Config {
             root,
@@ -400,6 +424,7 @@ impl Config {
             listing,
             admin_listen,
             drain_delay,
+            proxy,
             source: file.map(Path::to_path_buf),
         })
     }

@@ -35,6 +35,15 @@ impl Config {
                 enabled: Some(self.listing.is_some()),
                 max_entries: Some(self.listing.unwrap_or(defaults::LISTING_MAX_ENTRIES)),
             }),
+            proxy: Some(RawProxy {
+                trusted: Some(self.proxy.trusted.iter().map(|c| c.to_string()).collect()),
+                protocol: Some(self.proxy.protocol),
+                client_header: self.proxy.client_header.as_ref().map(|h| match h {
+                    ClientHeader::XForwardedFor => "x-forwarded-for".to_string(),
+                    ClientHeader::Forwarded => "forwarded".to_string(),
+                    ClientHeader::Single(name) => name.as_str().to_string(),
+                }),
+            }),
             drain: Some(RawDrain {
                 delay: secs(self.drain_delay),
             }),

@@ -51,6 +51,7 @@ pub struct RawConfig {
     pub access_log: Option<RawAccessLog>,
     pub admin: Option<RawAdmin>,
     pub drain: Option<RawDrain>,
+    pub proxy: Option<RawProxy>,
     pub precompressed: Option<RawPrecompressed>,
     pub listing: Option<RawListing>,
 }
@@ -87,6 +88,15 @@ pub struct RawAccessLog {
 pub struct RawAdmin {
     /// An address, or `"off"`.
     pub listen: Option<String>,
+}
+
+/// `[proxy]`: who may say whose connection or request it is.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub trusted: Option<Vec<String>>,
+    pub protocol: Option<bool>,
+    pub client_header: Option<String>,
 }
 
 /// `[drain]`: how a SIGTERM warns the load balancer before the node stops accepting.

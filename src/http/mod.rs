@@ -6,6 +6,7 @@
 pub mod conditional;
 pub mod disposition;
 pub mod encoding;
+pub mod forwarded;
 pub mod gate;
 pub mod host;
 pub mod range;

@@ -191,7 +191,7 @@ fn client_limits(conn: &Rc<ConnShared>) -> Option<Response<Body>> {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Some(resp);
     }
-    let limited = worker.protect().clients.request(conn.peer.ip());
+    let limited = worker.protect().clients.request(conn.client_ip());
     let Err(wait) = limited else {
         return None;
     };

@@ -29,6 +29,8 @@ mod operations;
 mod protection;
 /// Methods, Host, HEAD parity, pipelining, error bodies.
 mod protocol;
+/// Behind a balancer: the PROXY protocol from a real HAProxy, forwarding headers, spoofing.
+mod proxied;
 /// Range requests: single, multipart, 416, If-Range, curl resume.
 mod ranges;
 /// The small-body path: small files sent from memory with their head, exact and never stale.

@@ -1,0 +1,173 @@
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{free_port, Server, Spawned, Tree};
+
+/// The access log's JSON lines, once there are at least `n` (or panic after 10 s).
+fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{n} log lines: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// GET /a.txt over `c`; the status, or `None` if the server closed without an answer.
+fn get_on(mut c: TcpStream) -> Option<u16> {
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()
+}
+
+/// A TCP connection to `to` from the local address `from`.
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+/// HAProxy's `send-proxy` and `send-proxy-v2` name the client; the access log prints it, with
+/// the balancer as `peer`. Connections without a header, or from a peer that is not trusted,
+/// are closed unanswered.
+#[test]
+fn proxy_protocol_v1_and_v2_from_haproxy_name_the_client() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    let log = t.dir.path().join("access.log");
+    let config = t.dir.path().join("sendfiled.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\ntrusted = [\"127.0.0.2/32\"]\nprotocol = true\n\
+             [access_log]\nenabled = true\nformat = \"json\"\npath = \"{}\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let node = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let (v1, v2) = (free_port(), free_port());
+    let haproxy_cfg = format!(
+        "defaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n\
+frontend one\n  bind 127.0.0.1:{v1}\n  default_backend one\n\
+backend one\n  server n {0} send-proxy source 127.0.0.2\n\
+frontend two\n  bind 127.0.0.1:{v2}\n  default_backend two\n\
+backend two\n  server n {0} send-proxy-v2 source 127.0.0.2\n",
+        node.addr
+    );
+    let cfg = t.dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, haproxy_cfg).unwrap();
+    let mut haproxy = Command::new("haproxy")
+        .process_group(0)
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy is installed (Debian package haproxy)");
+    let mut ports = Vec::new();
+    for port in [v1, v2] {
+        let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let start = Instant::now();
+        let c = loop {
+            match TcpStream::connect(front) {
+                Ok(c) => break c,
+                Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("haproxy did not start: {e}"),
+            }
+        };
+        ports.push(c.local_addr().unwrap().port());
+        assert_eq!(get_on(c), Some(200), "through send-proxy on port {port}");
+    }
+    // Straight to the node: a trusted address without a header, an untrusted one with one.
+    assert_eq!(
+        get_on(connect_from("127.0.0.2", node.addr)),
+        None,
+        "no PROXY header"
+    );
+    let mut spoof = connect_from("127.0.0.1", node.addr);
+    spoof
+        .write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1234 80\r\n")
+        .unwrap();
+    assert_eq!(get_on(spoof), None, "a PROXY header from an untrusted peer");
+
+    let lines = log_lines(&log, 2);
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", haproxy.id())])
+        .status();
+    let _ = haproxy.wait();
+    assert_eq!(
+        lines.len(),
+        2,
+        "only the two proxied requests were answered: {lines:?}"
+    );
+    // Each worker writes its own lines, so their order is not the requests'.
+    let mut clients: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let peer = line["peer"].as_str().unwrap();
+            assert!(peer.starts_with("127.0.0.2:"), "{line}");
+            line["client"].as_str().unwrap().to_string()
+        })
+        .collect();
+    clients.sort();
+    let mut want: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    want.sort();
+    assert_eq!(clients, want);
+}
+
+/// X-Forwarded-For from a trusted proxy names the client (right-most untrusted hop); from an
+/// untrusted peer it is ignored, so a client cannot choose its logged or rate-limited address.
+#[test]
+fn x_forwarded_for_is_believed_from_trusted_proxies_only() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    let run = |trusted: &str, name: &str| {
+        let log = t.dir.path().join(name);
+        let s = Server::start(
+            &t.root(),
+            &format!(
+                "[proxy]\ntrusted = [\"{trusted}\"]\nclient_header = \"X-Forwarded-For\"\n\
+                 [access_log]\nenabled = true\nformat = \"json\"\npath = \"{}\"\n",
+                log.display()
+            ),
+        );
+        let r = s.get(
+            "/a.txt",
+            &["X-Forwarded-For: 6.6.6.6, 203.0.113.9, 127.0.0.1"],
+        );
+        assert_eq!(r.status, 200);
+        log_lines(&log, 1)[0]["client"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(run("127.0.0.1/32", "trusted.log"), "203.0.113.9");
+    let untrusted = run("10.0.0.0/8", "untrusted.log");
+    assert!(untrusted.starts_with("127.0.0.1:"), "{untrusted}");
+}
