@@ -1,7 +1,9 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::support::{read_response, request_at, Spawned, Tree};
+#[cfg(feature = "fault-injection")]
+use crate::support::read_response;
+use crate::support::{request_at, Spawned, Tree};
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {

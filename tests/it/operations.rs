@@ -111,22 +111,28 @@ fn socket_activation_and_sd_notify() {
     assert!(status.success(), "{status}");
 }
 
+/// A spawned server on `t` with its admin listener on a free port, and that listener's address.
+fn serve_with_admin(t: &Tree, extra: &[&str]) -> (Spawned, SocketAddr) {
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin_arg = admin.to_string();
+    let root = t.root();
+    let mut args = vec![
+        "--root",
+        root.to_str().unwrap(),
+        "--admin-listen",
+        &admin_arg,
+    ];
+    args.extend_from_slice(extra);
+    (Spawned::serve(&args), admin)
+}
+
 /// SIGTERM with a drain delay: /readyz fails at once, while the node goes on accepting and
 /// serving new connections until the delay ends; then it stops as without one.
 #[test]
 fn sigterm_fails_readyz_first_and_serves_through_the_drain_delay() {
     let t = Tree::new();
     t.file("a.txt", b"alpha");
-    let admin_port = free_port();
-    let server = Spawned::serve(&[
-        "--root",
-        t.root().to_str().unwrap(),
-        "--admin-listen",
-        &format!("127.0.0.1:{admin_port}"),
-        "--drain-delay",
-        "1500ms",
-    ]);
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let (server, admin) = serve_with_admin(&t, &["--drain-delay", "1500ms"]);
     assert_eq!(get(admin, "/readyz").status, 200);
     signal(server.pid(), "TERM");
     let sent = Instant::now();
@@ -176,14 +182,7 @@ fn sigterm_drains_in_flight_downloads_and_refuses_new_connections() {
     let t = Tree::new();
     let data = Tree::noise(100 << 20, 77);
     t.file("big.bin", &data);
-    let admin_port = free_port();
-    let server = Spawned::serve(&[
-        "--root",
-        t.root().to_str().unwrap(),
-        "--admin-listen",
-        &format!("127.0.0.1:{admin_port}"),
-    ]);
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let (server, admin) = serve_with_admin(&t, &[]);
     assert_eq!(get(admin, "/readyz").status, 200);
 
     // A slow download: about 25 MiB/s, so it is mid-body when SIGTERM arrives.
