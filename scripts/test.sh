@@ -21,6 +21,8 @@ command -v brotli >/dev/null 2>&1 || missing+=(brotli)
 command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
+# The listing test renders a listing in headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # The fleet tests put nginx and HAProxy in front of two nodes as the load balancer.
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)

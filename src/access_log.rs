@@ -422,33 +422,6 @@ fn escaped(s: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// (year, month, day, hour, minute, second, millisecond) in UTC.
-fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400) as u32;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis(),
-    )
-}
-
 /// `2026-12-02T07:10:05.123Z`. The part up to the second is formatted once a second per
 /// thread; a line adds only its milliseconds.
 fn rfc3339(t: SystemTime, out: &mut Vec<u8>) {
@@ -462,7 +435,7 @@ fn rfc3339(t: SystemTime, out: &mut Vec<u8>) {
         if cached == secs {
             return text;
         }
-        let (y, mo, d, h, mi, s, _) = civil(t);
+        let (y, mo, d, h, mi, s, _) = crate::civil::civil(t);
         let mut text = [0u8; 19];
         let _ = write!(&mut text[..], "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
         cell.set((secs, text));
@@ -482,7 +455,7 @@ fn clf_time(t: SystemTime, out: &mut Vec<u8>) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let (y, mo, d, h, mi, s, _) = civil(t);
+    let (y, mo, d, h, mi, s, _) = crate::civil::civil(t);
     let _ = write!(
         out,
         "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",

@@ -23,6 +23,7 @@ mod body_budget;
 mod bounded_read;
 mod chunk;
 mod cidr;
+mod civil;
 pub mod cli;
 pub mod config;
 mod conn;

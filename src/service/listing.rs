@@ -44,12 +44,17 @@ pub(super) async fn answer(
     let settings = conn.worker.settings();
     let per_page = settings.config.listing.unwrap_or(1);
     let Some(view) = ViewAsked::from(&parts) else {
-        return error(&conn, StatusCode::BAD_REQUEST, "bad page number\n");
+        return error(
+            &conn,
+            StatusCode::BAD_REQUEST,
+            "bad page number or sort order\n",
+        );
     };
-    let entries = match read_entries(&conn, &settings, &dir, &admission).await {
+    let mut entries = match read_entries(&conn, &settings, &dir, &admission).await {
         Ok(entries) => entries,
         Err(refusal) => return refusal,
     };
+    crate::listing::sort(&mut entries, view.sort);
     let total = entries.len();
     let pages = total.div_ceil(per_page).max(1);
     if view.page > pages {
@@ -68,6 +73,7 @@ pub(super) async fn answer(
         pages,
         total,
         zip: settings.config.zip.enabled,
+        sort: view.sort,
     };
     let (text, ctype) = if view.json {
         (crate::listing::json(&page), "application/json")
@@ -82,6 +88,7 @@ pub(super) async fn answer(
 struct ViewAsked {
     page: usize,
     json: bool,
+    sort: crate::listing::Sort,
 }
 
 impl ViewAsked {
@@ -90,14 +97,19 @@ impl ViewAsked {
         let mut view = ViewAsked {
             page: 1,
             json: false,
+            sort: crate::listing::Sort::default(),
         };
+        let (mut sort, mut order) = (None, None);
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             match &*k {
                 "page" => view.page = v.parse::<usize>().ok().filter(|n| *n >= 1)?,
                 "format" if v == "json" => view.json = true,
+                "sort" => sort = Some(v),
+                "order" => order = Some(v),
                 _ => {}
             }
         }
+        view.sort = crate::listing::Sort::parse(sort.as_deref(), order.as_deref())?;
         view.json = view.json
             || parts
                 .headers

@@ -219,11 +219,14 @@ fn directory_listings_in_html_and_json() {
         !html.contains("private"),
         "protected folders hidden without a signature"
     );
-    let order: Vec<usize> = ["a &lt;", "b.txt", "c/", "link-to-b.txt"]
+    let order: Vec<usize> = ["c/", "a &lt;", "b.txt", "link-to-b.txt"]
         .iter()
         .map(|n| html.find(n).unwrap_or_else(|| panic!("{n} in {html}")))
         .collect();
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "sorted by name");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "folders first, then by name"
+    );
     // A directory with an index serves the index, not a listing.
     assert_eq!(s.get("/with-index/", &[]).body, b"<p>index</p>");
 
@@ -236,9 +239,9 @@ fn directory_listings_in_html_and_json() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["a <&>.txt", "b.txt", "c", "link-to-b.txt"]);
-    assert_eq!(doc["entries"][1]["size"], 6);
-    assert_eq!(doc["entries"][2]["type"], "directory");
+    assert_eq!(names, ["c", "a <&>.txt", "b.txt", "link-to-b.txt"]);
+    assert_eq!(doc["entries"][2]["size"], 6);
+    assert_eq!(doc["entries"][0]["type"], "directory");
     assert_eq!(doc["total"], 4);
     let by_accept = s.get("/pub/", &["Accept: application/json"]);
     assert_eq!(by_accept.body, j.body);
@@ -335,4 +338,84 @@ fn a_variant_made_by_brotli_keep_is_served() {
     );
     assert!(r.body == js);
     assert_eq!(s.stats().stale_variants - before, 1, "and it is counted");
+}
+
+/// The listing as a person sees it, in headless Chromium: its DOM after rendering has folders
+/// first, then the order asked for, human sizes with exact bytes in a title, ISO dates and a
+/// breadcrumb; a phone-sized screenshot renders.
+#[test]
+fn listings_render_in_a_real_browser() {
+    let t = Tree::new();
+    t.mkdir("docs/sub");
+    t.file("docs/small.txt", &[b'x'; 10]);
+    t.file("docs/mid.txt", &[b'y'; 2000]);
+    t.file("docs/big.bin", &Tree::noise(3 << 20, 9));
+    let s = Server::start(&t.root(), "[listing]\nenabled = true\n");
+    let profile = t.dir.path().join("chromium-profile");
+    let chromium = |extra: &[&str], url: &str| {
+        crate::support::run_ok(
+            std::process::Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .args(extra)
+                .arg(url),
+            "chromium (Debian package chromium)",
+        )
+    };
+    let dom = String::from_utf8(chromium(
+        &["--dump-dom"],
+        &s.url("/docs/?sort=size&order=desc"),
+    ))
+    .unwrap();
+    let rows: Vec<&str> = dom
+        .split("<td class=\"name\">")
+        .skip(1)
+        .map(|row| {
+            row.split("</a>")
+                .next()
+                .unwrap()
+                .rsplit('>')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(rows, ["sub/", "big.bin", "mid.txt", "small.txt"], "{dom}");
+    assert!(dom.contains("title=\"3145728 bytes\""), "{dom}");
+    assert!(
+        dom.contains(">3.0 MiB<") && dom.contains(">2.0 KiB<") && dom.contains(">10 B<"),
+        "{dom}"
+    );
+    let year = dom.split("<td class=\"time\">").nth(1).unwrap();
+    let date = &year[..16];
+    assert!(
+        date.as_bytes()[4] == b'-' && date.as_bytes()[10] == b' ' && date.as_bytes()[13] == b':',
+        "an ISO date, not {date:?}"
+    );
+    assert!(
+        dom.contains("<a href=\"/docs/\">docs/</a>"),
+        "breadcrumb: {dom}"
+    );
+    let shot = t.dir.path().join("listing.png");
+    chromium(
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=412,900",
+        ],
+        &s.url("/docs/"),
+    );
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 2000,
+        "{} bytes",
+        png.len()
+    );
 }
