@@ -487,43 +487,68 @@ fn wait_for_line(path: &std::path::Path, needle: &str) -> String {
     }
 }
 
+/// `install-systemd.sh --dest DIR --verify` stages the binary, units, configuration and docs,
+/// and verifies the staged units (systemd-analyze) and configuration (check-config); the staged
+/// docs keep the repository's layout, so every relative link in them resolves.
 #[test]
-fn packaged_units_verify_and_the_default_config_checks() {
+fn staged_units_verify_and_the_staged_docs_links_resolve() {
     let t = Tree::new();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let units = t.dir.path().join("units");
-    std::fs::create_dir(&units).unwrap();
-    for unit in ["sendfiled.service", "sendfiled.socket"] {
-        let text = std::fs::read_to_string(repo.join("packaging/systemd").join(unit)).unwrap();
-        let text = text
-            .replace("/usr/local/bin/sendfiled", binary())
-            .replace("/etc/sendfiled/sendfiled.toml", "/dev/null");
-        std::fs::write(units.join(unit), text).unwrap();
-    }
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(units.join("sendfiled.service"))
-        .arg(units.join("sendfiled.socket"))
-        .env("SYSTEMD_LOG_LEVEL", "warning")
-        .output()
-        .expect("systemd-analyze (Debian package systemd) is installed");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let own: Vec<&str> = stderr.lines().filter(|l| l.contains("sendfiled")).collect();
-    assert!(own.is_empty(), "warnings about our units: {own:?}");
-
-    // The default configuration is valid once its root exists.
-    let config = std::fs::read_to_string(repo.join("packaging/sendfiled.toml"))
-        .unwrap()
-        .replace("/srv/www", t.root().to_str().unwrap());
-    let file = t.dir.path().join("sendfiled.toml");
-    std::fs::write(&file, config).unwrap();
-    run_ok(
-        Command::new(binary())
-            .args(["check-config", "--config"])
-            .arg(&file),
-        "check-config on the packaged configuration",
+    let stage = t.dir.path().join("stage");
+    let out = run_ok(
+        Command::new("bash")
+            .arg(repo.join("scripts/install-systemd.sh"))
+            .args(["--dest", stage.to_str().unwrap(), "--verify"])
+            .env("SENDFILED_BIN", binary())
+            .env("SYSTEMD_LOG_LEVEL", "warning"),
+        "install-systemd.sh --dest --verify (systemd-analyze: Debian package systemd)",
     );
+    assert!(String::from_utf8_lossy(&out).contains("staged units and configuration verify"));
+    let unit = std::fs::read_to_string(stage.join("etc/systemd/system/sendfiled.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/sendfiled"),
+        "installed paths in the staged unit"
+    );
+    let docs = stage.join("usr/local/share/doc/sendfiled");
+    let mut checked = 0;
+    for md in walk(&docs)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(&md).unwrap();
+        for link in text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+        {
+            let target = link.split('#').next().unwrap();
+            if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let path = md.parent().unwrap().join(target);
+            assert!(
+                path.exists(),
+                "{} links to {link}, missing where installed",
+                md.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "only {checked} links checked");
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// A stand-in for systemd's socket unit: it holds the listening socket, passes it to the server
