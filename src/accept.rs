@@ -124,17 +124,13 @@ async fn proxied_client(
     peer: SocketAddr,
     worker: &Worker,
 ) -> Option<(SocketAddr, Option<SocketAddr>)> {
-    let (protocol, trusted, limit) = {
+    let (trusted, limit) = {
         let c = worker.config();
-        (
-            c.proxy.protocol,
-            c.proxy.trusts(peer.ip()),
-            c.limits.header_timeout,
-        )
+        if !c.proxy.protocol {
+            return Some((peer, None));
+        }
+        (c.proxy.trusts(peer.ip()), c.limits.header_timeout)
     };
-    if !protocol {
-        return Some((peer, None));
-    }
     if !trusted {
         WorkerStats::add(&worker.stats().proxy_refusals, 1);
         tracing::debug!(peer = %peer, "PROXY-protocol connection from an untrusted peer closed");

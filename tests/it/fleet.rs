@@ -1,11 +1,10 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{request_at, sign_cli, Spawned, Tree};
+use crate::support::{request_at, sign_cli, Group, Spawned, Tree};
 
 /// Two copies of one tree, as `rsync -a` leaves them: same bytes, same mtimes, same modes.
 fn twin_trees(files: &[(&str, Vec<u8>)]) -> (Tree, Tree) {
@@ -98,7 +97,7 @@ fn nginx_binary() -> &'static str {
 
 /// nginx as the fleet's load balancer: node A first, node B as its backup.
 struct Balancer {
-    child: std::process::Child,
+    _nginx: Group,
     addr: SocketAddr,
 }
 
@@ -123,17 +122,19 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_tem
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
         // Its own process group, so that the master and its worker (which runs as `nobody`
-        // when the suite runs as root) end together.
-        let child = Command::new(nginx_binary())
-            .process_group(0)
-            .arg("-c")
-            .arg(&path)
-            .arg("-e")
-            .arg(dir.join("nginx-error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nginx is installed (Debian package nginx-light)");
+        // when the suite runs as root) end together: SIGTERM is nginx's fast shutdown, in which
+        // the master waits for its worker.
+        let nginx = Group::spawn(
+            Command::new(nginx_binary())
+                .arg("-c")
+                .arg(&path)
+                .arg("-e")
+                .arg(dir.join("nginx-error.log"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+            Duration::from_secs(5),
+            "nginx (Debian package nginx-light)",
+        );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let start = Instant::now();
         while TcpStream::connect(addr).is_err() {
@@ -143,28 +144,10 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_tem
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Balancer { child, addr }
-    }
-}
-
-impl Drop for Balancer {
-    /// SIGTERM to the whole group (nginx's fast shutdown: the master waits for its worker),
-    /// then SIGKILL to whatever is left of it, so that nothing the suite started keeps listening.
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let kill = |sig: &str| {
-            let _ = Command::new("kill")
-                .args([sig, "--", &group])
-                .stderr(Stdio::null())
-                .status();
-        };
-        kill("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
+        Balancer {
+            _nginx: nginx,
+            addr,
         }
-        kill("-KILL");
-        let _ = self.child.wait();
     }
 }
 
@@ -274,16 +257,16 @@ fn a_node_stopping_behind_haproxy_fails_no_request() {
     );
     let path = t.dir.path().join("haproxy.cfg");
     std::fs::write(&path, conf).unwrap();
-    let child = Command::new("haproxy")
-        .process_group(0)
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("haproxy is installed (Debian package haproxy)");
-    let lb = Proxy { child };
+    let lb = Group::spawn(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        Duration::ZERO,
+        "haproxy (Debian package haproxy)",
+    );
     let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let start = Instant::now();
     while request_ok(front).is_none() {
@@ -334,28 +317,5 @@ fn a_node_stopping_behind_haproxy_fails_no_request() {
 
 /// One GET of /a.txt on a new connection: its status, or `None` when the exchange failed.
 fn request_ok(addr: SocketAddr) -> Option<u16> {
-    let mut c = TcpStream::connect(addr).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    c.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = Vec::new();
-    c.read_to_end(&mut out).ok()?;
-    let line = std::str::from_utf8(out.get(..12)?).ok()?;
-    line.strip_prefix("HTTP/1.1 ")?.parse().ok()
-}
-
-/// A proxy started by a test, ended with its whole process group.
-struct Proxy {
-    child: std::process::Child,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
-    }
+    crate::support::status_of_get(TcpStream::connect(addr).ok()?, "/a.txt")
 }

@@ -1,10 +1,9 @@
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, Server, Spawned, Tree};
+use crate::support::{free_port, Group, Server, Spawned, Tree};
 
 /// The access log's JSON lines, once there are at least `n` (or panic after 10 s).
 fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
@@ -27,13 +26,8 @@ fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
 }
 
 /// GET /a.txt over `c`; the status, or `None` if the server closed without an answer.
-fn get_on(mut c: TcpStream) -> Option<u16> {
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
-    std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()
+fn get_on(c: TcpStream) -> Option<u16> {
+    crate::support::status_of_get(c, "/a.txt")
 }
 
 /// A TCP connection to `to` from the local address `from`.
@@ -80,14 +74,15 @@ backend two\n  server n {0} send-proxy-v2 source 127.0.0.2\n",
     );
     let cfg = t.dir.path().join("haproxy.cfg");
     std::fs::write(&cfg, haproxy_cfg).unwrap();
-    let mut haproxy = Command::new("haproxy")
-        .process_group(0)
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("haproxy is installed (Debian package haproxy)");
+    let haproxy = Group::spawn(
+        Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        Duration::ZERO,
+        "haproxy (Debian package haproxy)",
+    );
     let mut ports = Vec::new();
     for port in [v1, v2] {
         let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -117,10 +112,7 @@ backend two\n  server n {0} send-proxy-v2 source 127.0.0.2\n",
     assert_eq!(get_on(spoof), None, "a PROXY header from an untrusted peer");
 
     let lines = log_lines(&log, 2);
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", haproxy.id())])
-        .status();
-    let _ = haproxy.wait();
+    drop(haproxy);
     assert_eq!(
         lines.len(),
         2,

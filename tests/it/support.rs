@@ -507,3 +507,62 @@ pub fn run_ok(cmd: &mut std::process::Command, what: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// A program a test started in a process group of its own (`process_group(0)`): nginx's master
+/// and worker, HAProxy. Dropping it ends the whole group, so nothing the suite started keeps
+/// listening: SIGTERM, up to `grace` for it to exit, then SIGKILL to whatever is left.
+pub struct Group {
+    pub child: std::process::Child,
+    pub grace: Duration,
+}
+
+impl Group {
+    /// Spawn `command` in its own process group; `what` names what must be installed.
+    pub fn spawn(command: &mut std::process::Command, grace: Duration, what: &str) -> Group {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} is installed: {e}"));
+        Group { child, grace }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let kill = |sig: &str| {
+            let _ = std::process::Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        if !self.grace.is_zero() {
+            kill("-TERM");
+            let deadline = std::time::Instant::now() + self.grace;
+            while std::time::Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None))
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        kill("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` with `Connection: close` over `c`: the status, or `None` when the connection
+/// failed or closed without an answer.
+pub fn status_of_get(mut c: TcpStream, path: &str) -> Option<u16> {
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    // One write: `write!` on the socket would send each piece apart, and Nagle would hold the
+    // later ones for the server's delayed ACK.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    c.write_all(request.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    std::str::from_utf8(out.get(..12)?)
+        .ok()?
+        .strip_prefix("HTTP/1.1 ")?
+        .parse()
+        .ok()
+}
