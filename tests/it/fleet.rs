@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{request_at, sign_cli, Group, Spawned, Tree};
+use crate::support::{request_at, sign_cli, Group, Nginx, Spawned, Tree};
 
 /// Two copies of one tree, as `rsync -a` leaves them: same bytes, same mtimes, same modes.
 fn twin_trees(files: &[(&str, Vec<u8>)]) -> (Tree, Tree) {
@@ -87,68 +87,17 @@ fn two_nodes_with_copies_of_a_tree_answer_identically() {
     assert_eq!(get(node_b.addr, &link, &[]).status, 200);
 }
 
-fn nginx_binary() -> &'static str {
-    if Path::new("/usr/sbin/nginx").exists() {
-        "/usr/sbin/nginx"
-    } else {
-        "nginx"
-    }
-}
-
 /// nginx as the fleet's load balancer: node A first, node B as its backup.
-struct Balancer {
-    _nginx: Group,
-    addr: SocketAddr,
-}
-
-impl Balancer {
-    fn start(dir: &Path, primary: SocketAddr, backup: SocketAddr) -> Balancer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let d = dir.display();
-        let conf = format!(
-            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
-events {{ worker_connections 256; }}\n\
-http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_temp_path {d}/nginx-proxy;\n\
-  fastcgi_temp_path {d}/nginx-fcgi;\n  uwsgi_temp_path {d}/nginx-uwsgi;\n  scgi_temp_path {d}/nginx-scgi;\n\
-  upstream origin {{\n    server {primary} max_fails=1 fail_timeout=30s;\n    server {backup} backup;\n  }}\n\
-  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://origin;\n\
+fn balancer(dir: &Path, primary: SocketAddr, backup: SocketAddr) -> Nginx {
+    Nginx::start(
+        dir,
+        &format!(
+            "  upstream origin {{\n    server {primary} max_fails=1 fail_timeout=30s;\n    server {backup} backup;\n  }}\n\
+  server {{\n    listen 127.0.0.1:{{port}};\n    location / {{\n      proxy_pass http://origin;\n\
       proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n\
-      proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n"
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        // Its own process group, so that the master and its worker (which runs as `nobody`
-        // when the suite runs as root) end together: SIGTERM is nginx's fast shutdown, in which
-        // the master waits for its worker.
-        let nginx = Group::spawn(
-            Command::new(nginx_binary())
-                .arg("-c")
-                .arg(&path)
-                .arg("-e")
-                .arg(dir.join("nginx-error.log"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped()),
-            Duration::from_secs(5),
-            "nginx (Debian package nginx-light)",
-        );
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nginx did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Balancer {
-            _nginx: nginx,
-            addr,
-        }
-    }
+      proxy_next_upstream error timeout;\n    }}\n  }}"
+        ),
+    )
 }
 
 #[test]
@@ -157,7 +106,7 @@ fn a_download_cut_by_a_dead_node_resumes_on_the_other_through_nginx() {
     let (a, b) = twin_trees(&[("media/film.mp4", data.clone())]);
     let node_a = Spawned::serve(&["--root", a.root().to_str().unwrap()]);
     let node_b = Spawned::serve(&["--root", b.root().to_str().unwrap()]);
-    let lb = Balancer::start(a.dir.path(), node_a.addr, node_b.addr);
+    let lb = balancer(a.dir.path(), node_a.addr, node_b.addr);
 
     // Start the download through the balancer (it goes to node A) and read part of it.
     let mut c = TcpStream::connect(lb.addr).unwrap();

@@ -1,9 +1,10 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, Group, Server, Spawned, Tree};
+use crate::support::{free_port, read_response, Group, Nginx, Response, Server, Spawned, Tree};
 
 /// The access log's JSON lines, once there are at least `n` (or panic after 10 s).
 fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
@@ -162,4 +163,146 @@ fn x_forwarded_for_is_believed_from_trusted_proxies_only() {
     assert_eq!(run("127.0.0.1/32", "trusted.log"), "203.0.113.9");
     let untrusted = run("10.0.0.0/8", "untrusted.log");
     assert!(untrusted.starts_with("127.0.0.1:"), "{untrusted}");
+}
+
+/// `GET path` to `to` over a connection from the local address `from`, with `headers`.
+fn get_from(from: &str, to: SocketAddr, path: &str, headers: &[&str]) -> Response {
+    let mut c = connect_from(from, to);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    c.write_all(request.as_bytes()).unwrap();
+    read_response(&mut c, false).expect("a response")
+}
+
+/// A node whose access log (JSON) is `access.log` in the tree's directory, trusting `proxy`
+/// to name the client in `header`, with `extra` configuration.
+fn node_behind(t: &Tree, proxy: &str, header: &str, extra: &str) -> (Spawned, PathBuf) {
+    let log = t.dir.path().join("access.log");
+    let config = t.dir.path().join("sendfiled.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\ntrusted = [\"{proxy}/32\"]\nclient_header = \"{header}\"\n\
+             [access_log]\nenabled = true\nformat = \"json\"\npath = \"{}\"\n{extra}",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let node = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    (node, log)
+}
+
+/// docs/deploy.md's nginx set-up with X-Forwarded-For: nginx (connecting from 127.0.0.2)
+/// appends the client (127.0.0.3) to whatever the client sent; the node believes the hop nginx
+/// added, not the forged one before it.
+#[test]
+fn nginx_in_front_names_the_client_in_x_forwarded_for() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    let (node, log) = node_behind(&t, "127.0.0.2", "X-Forwarded-For", "");
+    let nginx = Nginx::start(
+        t.dir.path(),
+        &format!(
+            "  upstream sendfiled {{ server {}; keepalive 8; }}\n\
+  server {{\n    listen 127.0.0.1:{{port}};\n    location / {{\n      proxy_pass http://sendfiled;\n\
+      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n\
+      proxy_bind 127.0.0.2;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}",
+            node.addr
+        ),
+    );
+    let r = get_from(
+        "127.0.0.3",
+        nginx.addr,
+        "/a.txt",
+        &["X-Forwarded-For: 6.6.6.6"],
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"alpha"[..]));
+    let line = &log_lines(&log, 1)[0];
+    assert_eq!(line["client"], "127.0.0.3", "{line}");
+    assert!(
+        line["peer"].as_str().unwrap().starts_with("127.0.0.2:"),
+        "{line}"
+    );
+}
+
+/// docs/deploy.md's CDN set-up, with nginx as the CDN's edge cache: the edge names the viewer
+/// in a one-address header (CF-Connecting-IP, overwriting what the viewer sent), caches the
+/// response for its max-age, revalidates with a conditional request the node answers 304,
+/// and serves ranges of what it holds.
+#[test]
+fn a_cdn_edge_names_the_viewer_caches_and_revalidates_with_304() {
+    let t = Tree::new();
+    let body = Tree::noise(100_000, 7);
+    t.file("big.bin", &body);
+    let (node, log) = node_behind(
+        &t,
+        "127.0.0.2",
+        "CF-Connecting-IP",
+        "[[cache_control]]\npath = \"/**\"\nvalue = \"public, max-age=1\"\n",
+    );
+    let d = t.dir.path().display();
+    let edge = Nginx::start(
+        t.dir.path(),
+        &format!(
+            "  proxy_cache_path {d}/edge-cache keys_zone=edge:1m;\n\
+  server {{\n    listen 127.0.0.1:{{port}};\n    location / {{\n      proxy_pass http://{};\n\
+      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_bind 127.0.0.2;\n\
+      proxy_set_header CF-Connecting-IP $remote_addr;\n      proxy_cache edge;\n\
+      proxy_cache_key $scheme$host$request_uri;\n      proxy_cache_revalidate on;\n\
+      add_header X-Cache $upstream_cache_status;\n    }}\n  }}",
+            node.addr
+        ),
+    );
+    let fetch = |headers: &[&str]| get_from("127.0.0.3", edge.addr, "/big.bin", headers);
+    let first = fetch(&["CF-Connecting-IP: 6.6.6.6"]);
+    assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
+    assert!(first.body == body, "the edge passes the bytes on");
+    let second = fetch(&[]);
+    assert_eq!(
+        (second.status, second.header("x-cache")),
+        (200, Some("HIT"))
+    );
+    let part = fetch(&["Range: bytes=1000-1999"]);
+    assert_eq!(part.status, 206);
+    assert!(part.body == body[1000..2000], "a range of the cached copy");
+    std::thread::sleep(Duration::from_millis(2100));
+    let third = fetch(&[]);
+    assert_eq!(
+        (third.status, third.header("x-cache")),
+        (200, Some("REVALIDATED"))
+    );
+    assert!(third.body == body);
+
+    let lines = log_lines(&log, 2);
+    assert_eq!(
+        lines.len(),
+        2,
+        "the node saw the miss and the revalidation: {lines:?}"
+    );
+    for line in &lines {
+        assert_eq!(
+            line["client"], "127.0.0.3",
+            "the viewer, not the header it forged: {line}"
+        );
+        assert!(
+            line["peer"].as_str().unwrap().starts_with("127.0.0.2:"),
+            "{line}"
+        );
+    }
+    let mut statuses: Vec<u64> = lines
+        .iter()
+        .map(|l| l["status"].as_u64().unwrap())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 304], "{lines:?}");
 }

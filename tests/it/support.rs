@@ -566,3 +566,62 @@ pub fn status_of_get(mut c: TcpStream, path: &str) -> Option<u16> {
         .parse()
         .ok()
 }
+
+/// A real nginx (Debian package nginx-light) in front of nodes, on a port of its own, in its own
+/// process group: the load balancer, HTTP proxy or CDN-like cache a deploy.md set-up describes.
+pub struct Nginx {
+    _group: Group,
+    pub addr: SocketAddr,
+}
+
+impl Nginx {
+    /// Start nginx with `http` as the body of its `http {}` block; `{port}` in it is replaced by
+    /// the port nginx must listen on (127.0.0.1).
+    pub fn start(dir: &Path, http: &str) -> Nginx {
+        let port = free_port();
+        let d = dir.display();
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+events {{ worker_connections 256; }}\n\
+http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_temp_path {d}/nginx-proxy;\n\
+  fastcgi_temp_path {d}/nginx-fcgi;\n  uwsgi_temp_path {d}/nginx-uwsgi;\n  scgi_temp_path {d}/nginx-scgi;\n\
+{}\n}}\n",
+            http.replace("{port}", &port.to_string())
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let binary = if Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        // Its own process group, so that the master and its worker (which runs as `nobody`
+        // when the suite runs as root) end together: SIGTERM is nginx's fast shutdown, in which
+        // the master waits for its worker.
+        let group = Group::spawn(
+            std::process::Command::new(binary)
+                .arg("-c")
+                .arg(&path)
+                .arg("-e")
+                .arg(dir.join("nginx-error.log"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped()),
+            Duration::from_secs(5),
+            "nginx (Debian package nginx-light)",
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let start = std::time::Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            let log = std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default();
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            _group: group,
+            addr,
+        }
+    }
+}
