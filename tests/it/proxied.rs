@@ -47,23 +47,7 @@ fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
 fn proxy_protocol_v1_and_v2_from_haproxy_name_the_client() {
     let t = Tree::new();
     t.file("a.txt", b"alpha");
-    let log = t.dir.path().join("access.log");
-    let config = t.dir.path().join("sendfiled.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[proxy]\ntrusted = [\"127.0.0.2/32\"]\nprotocol = true\n\
-             [access_log]\nenabled = true\nformat = \"json\"\npath = \"{}\"\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    let node = Spawned::serve(&[
-        "--root",
-        t.root().to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (node, log) = logged_node(&t, "trusted = [\"127.0.0.2/32\"]\nprotocol = true", "");
     let (v1, v2) = (free_port(), free_port());
     let haproxy_cfg = format!(
         "defaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n\
@@ -179,16 +163,15 @@ fn get_from(from: &str, to: SocketAddr, path: &str, headers: &[&str]) -> Respons
     read_response(&mut c, false).expect("a response")
 }
 
-/// A node whose access log (JSON) is `access.log` in the tree's directory, trusting `proxy`
-/// to name the client in `header`, with `extra` configuration.
-fn node_behind(t: &Tree, proxy: &str, header: &str, extra: &str) -> (Spawned, PathBuf) {
+/// A node whose access log (JSON) is `access.log` in the tree's directory, with `proxy` as the
+/// body of its `[proxy]` table and `extra` configuration after it.
+fn logged_node(t: &Tree, proxy: &str, extra: &str) -> (Spawned, PathBuf) {
     let log = t.dir.path().join("access.log");
     let config = t.dir.path().join("sendfiled.toml");
     std::fs::write(
         &config,
         format!(
-            "[proxy]\ntrusted = [\"{proxy}/32\"]\nclient_header = \"{header}\"\n\
-             [access_log]\nenabled = true\nformat = \"json\"\npath = \"{}\"\n{extra}",
+            "[proxy]\n{proxy}\n[access_log]\nenabled = true\nformat = \"json\"\npath = \"{}\"\n{extra}",
             log.display()
         ),
     )
@@ -200,6 +183,12 @@ fn node_behind(t: &Tree, proxy: &str, header: &str, extra: &str) -> (Spawned, Pa
         config.to_str().unwrap(),
     ]);
     (node, log)
+}
+
+/// A node trusting `proxy` to name the client in `header`.
+fn node_behind(t: &Tree, proxy: &str, header: &str, extra: &str) -> (Spawned, PathBuf) {
+    let rule = format!("trusted = [\"{proxy}/32\"]\nclient_header = \"{header}\"");
+    logged_node(t, &rule, extra)
 }
 
 /// docs/deploy.md's nginx set-up with X-Forwarded-For: nginx (connecting from 127.0.0.2)
