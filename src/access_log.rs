@@ -194,6 +194,8 @@ pub struct Exchange {
     pub body: BodyPath,
     pub bytes_before: u64,
     pub key_id: Option<String>,
+    /// Whether the response carried `Repr-Digest`.
+    pub digest: bool,
     /// The client a trusted proxy's forwarding header named, if any.
     pub client: Option<std::net::IpAddr>,
     text: String,
@@ -225,6 +227,7 @@ impl Exchange {
         self.body = BodyPath::None;
         self.bytes_before = bytes_before;
         self.key_id = None;
+        self.digest = false;
         self.text.clear();
         if !capture {
             self.wall = None;
@@ -304,6 +307,11 @@ impl Exchange {
                     Some(k) => json_str(k, out),
                     None => out.extend_from_slice(b"null"),
                 }
+                out.extend_from_slice(if self.digest {
+                    b",\"digest\":true"
+                } else {
+                    b",\"digest\":false"
+                });
                 out.extend_from_slice(if aborted {
                     b",\"aborted\":true}"
                 } else {
@@ -323,10 +331,11 @@ impl Exchange {
                 escaped(self.field(2), out);
                 let _ = write!(
                     out,
-                    "\" {:.3} {} {}{}",
+                    "\" {:.3} {} {}{}{}",
                     seconds,
                     self.body.label(),
                     self.key_id.as_deref().unwrap_or("-"),
+                    if self.digest { " digest" } else { "" },
                     if aborted { " aborted" } else { "" }
                 );
             }

@@ -1,4 +1,4 @@
-//! Command-line interface (clap): `serve`, `check-config`, `sign`.
+//! Command-line interface (clap): `serve`, `check-config`, `sign`, `digest`.
 
 use std::path::PathBuf;
 
@@ -25,6 +25,25 @@ pub enum Command {
     },
     /// Print a signed, expiring link for a path (or a whole folder with --prefix).
     Sign(SignArgs),
+    /// Hash every file of a tree and keep the digests in its extended attributes (or, with
+    /// --check, verify them); for deploy pipelines.
+    Digest(DigestArgs),
+}
+
+/// Flags of `digest`.
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// Verify the attributes instead of writing them; exits 1 if any is missing, stale or wrong
+    #[arg(long)]
+    pub check: bool,
+    /// Algorithm to compute (sha-256, sha-512); repeat for several [default: sha-256]
+    #[arg(long = "algorithm")]
+    pub algorithms: Vec<String>,
+    /// Hashing threads [default: available cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The tree to hash
+    pub dir: PathBuf,
 }
 
 /// Flags of `sign`.

@@ -170,10 +170,11 @@ impl ConnShared {
     }
 
     /// The response is known: its status, and how its body leaves.
-    pub fn responded(&self, status: http::StatusCode, body: BodyPath) {
+    pub fn responded(&self, status: http::StatusCode, body: BodyPath, digest: bool) {
         let mut x = self.exchange.borrow_mut();
         x.status = status.as_u16();
         x.body = body;
+        x.digest = digest;
     }
 
     /// The exchange is over (its last byte is in the kernel, or the connection ended): count it

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 mod conn;
 mod copy;
+pub mod digest;
 pub mod framing;
 pub mod fs;
 pub mod http;

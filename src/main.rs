@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Digest(args) => digest(&args),
         Command::Serve(args) => {
             let overrides = Overrides {
                 root: args.root,
@@ -53,6 +54,40 @@ fn main() -> ExitCode {
                 Err(e) => fail(&*e),
             }
         }
+    }
+}
+
+fn digest(args: &sendfiled::cli::DigestArgs) -> ExitCode {
+    use sendfiled::digest::{tree, Algorithm};
+    let mut algorithms = Vec::new();
+    for name in &args.algorithms {
+        match Algorithm::from_token(name) {
+            Some(a) => algorithms.push(a),
+            None => return fail(&format!("--algorithm {name}: use sha-256 or sha-512")),
+        }
+    }
+    if algorithms.is_empty() {
+        algorithms.push(Algorithm::Sha256);
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let opts = tree::Options {
+        root: args.dir.clone(),
+        check: args.check,
+        algorithms,
+        threads,
+    };
+    match tree::run(&opts) {
+        Ok(summary) => {
+            println!("{}", summary.line(args.check));
+            if summary.all_good() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => fail(&format!("{}: {e}", args.dir.display())),
     }
 }
 

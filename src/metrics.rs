@@ -23,7 +23,62 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
     work(&mut out, s, g);
     refusals(&mut out, s);
     process(&mut out, s, g);
+    digests(&mut out);
     out
+}
+
+/// The background hashing behind `Repr-Digest` (all zero until a file is first looked up).
+fn digests(out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = crate::digest::store::counters();
+    let read = |f: fn(&crate::digest::store::Counters) -> u64| c.map_or(0, f);
+    let rows: [(&str, &str, &str, u64); 7] = [
+        (
+            "sendfiled_digests_computed_total",
+            "counter",
+            "Files hashed for Repr-Digest.",
+            read(|c| c.computed.load(Relaxed)),
+        ),
+        (
+            "sendfiled_digests_from_attributes_total",
+            "counter",
+            "Digests read from fresh extended attributes instead of hashing.",
+            read(|c| c.from_attributes.load(Relaxed)),
+        ),
+        (
+            "sendfiled_digest_bytes_hashed_total",
+            "counter",
+            "Bytes read and hashed for Repr-Digest.",
+            read(|c| c.bytes_hashed.load(Relaxed)),
+        ),
+        (
+            "sendfiled_digest_cache_hits_total",
+            "counter",
+            "Open files that found their digest already known.",
+            read(|c| c.cache_hits.load(Relaxed)),
+        ),
+        (
+            "sendfiled_digest_queued_total",
+            "counter",
+            "Files queued for the digest thread.",
+            read(|c| c.queued.load(Relaxed)),
+        ),
+        (
+            "sendfiled_digest_queue_full_total",
+            "counter",
+            "Files not queued because the queue was full (queued again by a later request).",
+            read(|c| c.dropped.load(Relaxed)),
+        ),
+        (
+            "sendfiled_digest_queue_length",
+            "gauge",
+            "Files queued and not yet hashed.",
+            read(|c| c.queue_length.load(Relaxed)),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        scalar(out, (name, kind, help), value);
+    }
 }
 
 /// Bytes, connections and the open-file cache: how body bytes left, what was written, who is

@@ -1,6 +1,7 @@
 //! Validation, one function per section: each turns its part of the raw file into typed values
 //! with defaults filled in, and names the file and the key in any error.
 
+use crate::digest::Plan;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -608,4 +609,53 @@ pub(super) fn proxy(raw: &RawConfig, file: Option<&Path>) -> Result<ProxySetting
         protocol,
         client_header,
     })
+}
+
+/// `[digests]`: `None` when off; else the mode, the algorithms (SHA-256 unless listed), the
+/// read rate and the ETag source. A content ETag needs SHA-256.
+pub(super) fn digests(
+    raw: &RawConfig,
+    file: Option<&Path>,
+) -> Result<Option<std::sync::Arc<Plan>>, ConfigError> {
+    use crate::digest::{Algorithm, EtagSource, Mode};
+    let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
+    let d = raw.digests.clone().unwrap_or_default();
+    let mode = d.mode.unwrap_or_default();
+    let etag = d.etag.unwrap_or_default();
+    if mode == Mode::Off {
+        if etag == EtagSource::Content {
+            return Err(err(
+                "digests.etag",
+                "\"content\" needs digests (mode = \"background\" or \"precomputed-only\")".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let algorithms = d.algorithms.unwrap_or_else(|| vec![Algorithm::Sha256]);
+    if algorithms.is_empty() {
+        return Err(err(
+            "digests.algorithms",
+            "lists no algorithm (use mode = \"off\")".into(),
+        ));
+    }
+    if etag == EtagSource::Content && !algorithms.contains(&Algorithm::Sha256) {
+        return Err(err(
+            "digests.etag",
+            "\"content\" needs \"sha-256\" in digests.algorithms".into(),
+        ));
+    }
+    let read_rate = match &d.read_rate {
+        Some(text) => parse_size(text).map_err(|m| err("digests.read_rate", m))?,
+        None => defaults::DIGEST_READ_RATE,
+    };
+    if read_rate == 0 {
+        return Err(err("digests.read_rate", "must be above 0".into()));
+    }
+    Ok(Some(std::sync::Arc::new(Plan {
+        mode,
+        algorithms,
+        read_rate,
+        etag,
+        write_attributes: d.write_attributes.unwrap_or(false),
+    })))
 }

@@ -251,6 +251,8 @@ pub struct Config {
     /// After SIGTERM, how long /readyz fails while the node still accepts and serves, before
     /// it stops accepting and drains.
     pub drain_delay: Duration,
+    /// `[digests]`: off (`None`), or what to learn and send.
+    pub digests: Option<std::sync::Arc<crate::digest::Plan>>,
     /// Where the configuration came from, for messages.
     pub source: Option<PathBuf>,
 }
@@ -402,6 +404,7 @@ impl Config {
         let admin_listen = check::admin(&raw, file, overrides, &listen)?;
         let drain_delay = check::drain_delay(&raw, file, overrides)?;
         let proxy = check::proxy(&raw, file)?;
+        let digests = check::digests(&raw, file)?;
 
         Ok(Config {
             root,
@@ -425,6 +428,7 @@ impl Config {
             admin_listen,
             drain_delay,
             proxy,
+            digests,
             source: file.map(Path::to_path_buf),
         })
     }

@@ -44,6 +44,21 @@ impl Config {
                     ClientHeader::Single(name) => name.as_str().to_string(),
                 }),
             }),
+            digests: Some(RawDigests {
+                mode: Some(
+                    self.digests
+                        .as_ref()
+                        .map_or(crate::digest::Mode::Off, |p| p.mode),
+                ),
+                algorithms: self.digests.as_ref().map(|p| p.algorithms.clone()),
+                read_rate: self.digests.as_ref().and_then(|p| bytes(p.read_rate)),
+                etag: Some(
+                    self.digests
+                        .as_ref()
+                        .map_or_else(Default::default, |p| p.etag),
+                ),
+                write_attributes: self.digests.as_ref().map(|p| p.write_attributes),
+            }),
             drain: Some(RawDrain {
                 delay: secs(self.drain_delay),
             }),

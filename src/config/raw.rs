@@ -54,6 +54,7 @@ pub struct RawConfig {
     pub proxy: Option<RawProxy>,
     pub precompressed: Option<RawPrecompressed>,
     pub listing: Option<RawListing>,
+    pub digests: Option<RawDigests>,
 }
 
 /// `[precompressed]`: serve `x.br`, `x.zst`, `x.gz` beside `x` when the client accepts them.
@@ -62,6 +63,17 @@ pub struct RawConfig {
 pub struct RawPrecompressed {
     pub enabled: Option<bool>,
     pub order: Option<Vec<crate::http::encoding::Coding>>,
+}
+
+/// `[digests]`: RFC 9530 `Repr-Digest` and content-based ETags.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDigests {
+    pub mode: Option<crate::digest::Mode>,
+    pub algorithms: Option<Vec<crate::digest::Algorithm>>,
+    pub read_rate: Option<SizeText>,
+    pub etag: Option<crate::digest::EtagSource>,
+    pub write_attributes: Option<bool>,
 }
 
 /// `[listing]`: directory listings.

@@ -53,6 +53,8 @@ pub struct OpenFile {
     /// The whole body of a small file, read once by pread (see [`small`]), so that head and body
     /// leave in one write; set at most once, by the worker's open-file cache.
     pub small: std::sync::OnceLock<bytes::Bytes>,
+    /// The digests of these bytes and the content ETag they give, once known; set at most once.
+    pub digests: std::sync::OnceLock<crate::digest::Known>,
 }
 
 impl OpenFile {
@@ -188,6 +190,7 @@ pub fn describe(
         variant_probe: std::sync::atomic::AtomicU64::new(0),
         encoding: None,
         small: std::sync::OnceLock::new(),
+        digests: std::sync::OnceLock::new(),
     }
 }
 

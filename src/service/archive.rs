@@ -8,7 +8,11 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::body::Body;
+use crate::config::SymlinkRule;
 use crate::conn::ConnShared;
+use crate::digest::store;
+use crate::digest::EtagSource;
+use crate::digest::Plan;
 use crate::http::conditional::Validators;
 use crate::http::disposition;
 use crate::http::gate::{self, Decision};
@@ -164,6 +168,7 @@ async fn build_manifest(
         settings.protect.protected_below(&format!("/{dir}"))
     };
     let shown_dir = format!("/{dir}");
+    let digests = settings.config.digests.clone();
     let cancel = CancelOnDrop(Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let cancelled = cancel.0.clone();
     let built = tokio::task::spawn_blocking(move || {
@@ -184,6 +189,12 @@ async fn build_manifest(
             limits,
             exclude: &exclude,
             cancel: &cancelled,
+        });
+        let built = built.map(|mut m| {
+            if let Some(plan) = digests.filter(|p| p.etag == EtagSource::Content && m.sized) {
+                m.etag = content_etag(&m, &root, symlinks, &plan).unwrap_or_default();
+            }
+            m
         });
         (built, permit)
     })
@@ -294,6 +305,32 @@ fn archive_headers(
     }
 }
 
+/// With `etag = "content"`: the archive's ETag from its members' digests, `None` (no ETag) while
+/// any is unknown; the unknown ones are queued for the digest thread, so a later request finds
+/// them. On the blocking pool (it may open files).
+fn content_etag(
+    m: &Manifest,
+    root: &std::fs::File,
+    rule: SymlinkRule,
+    plan: &Arc<Plan>,
+) -> Option<String> {
+    let mut complete = true;
+    let tag = m.content_etag(|e| {
+        if let Some(d) = store::known(e.key) {
+            return d.sha256();
+        }
+        if let Ok((file, meta)) = crate::fs::open(root, m.disk_path(e), rule) {
+            if crate::fs::file_key(&meta) == e.key {
+                let _ = store::lookup(&file, e.key, plan);
+            }
+        }
+        complete = false;
+        // Keep going, so that every unknown member is queued now.
+        Some([0; 32])
+    });
+    tag.filter(|_| complete)
+}
+
 /// Sets its flag when dropped: tells a walk on the blocking pool that nobody waits for it.
 pub(super) struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
 
@@ -304,7 +341,9 @@ impl Drop for CancelOnDrop {
 }
 
 pub(super) fn archive_validators(h: &mut HeaderMap, m: &Manifest) {
-    h.insert(header::ETAG, header_value(m.etag.clone()));
+    if !m.etag.is_empty() {
+        h.insert(header::ETAG, header_value(m.etag.clone()));
+    }
     let lm = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.last_modified.max(0) as u64);
     h.insert(
         header::LAST_MODIFIED,

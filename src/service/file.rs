@@ -11,6 +11,7 @@ use percent_encoding::utf8_percent_encode;
 
 use crate::body::Body;
 use crate::conn::ConnShared;
+use crate::digest::{EtagSource, Known, REPR_DIGEST};
 use crate::fs::path::PATH_ESCAPES;
 use crate::fs::{OpenError, OpenFile};
 use crate::http::conditional::Validators;
@@ -154,8 +155,8 @@ pub(super) fn negotiate(
     }
 }
 
-/// The response for one representation (a file or a precompressed variant): the gate
-/// (preconditions, then Range), and the body.
+/// The response for one representation (a file or a precompressed variant): its identity (ETag
+/// and digests), the gate (preconditions, then Range), and the body.
 pub(super) fn represent(
     conn: &Rc<ConnShared>,
     req: &http::request::Parts,
@@ -164,15 +165,16 @@ pub(super) fn represent(
     is_head: bool,
     max_ranges: usize,
 ) -> Response<Body> {
+    let id = identity(conn, file);
     let validators = Validators {
-        etag: file.etag.to_str().unwrap_or(""),
+        etag: id.etag.and_then(|e| e.to_str().ok()).unwrap_or(""),
         last_modified: file.last_modified_secs,
     };
     let ranges_allowed = if is_head { 0 } else { max_ranges };
     let download = req.uri.query().and_then(|q| download_name(q, rel));
     let download = download.as_deref();
-    match gate::decide(&req.headers, validators, file.len, ranges_allowed) {
-        Decision::NotModified => not_modified(conn, |h| validator_headers(h, file)),
+    let mut resp = match gate::decide(&req.headers, validators, file.len, ranges_allowed) {
+        Decision::NotModified => not_modified(conn, |h| validator_headers(h, file, id.etag)),
         Decision::PreconditionFailed => precondition_failed(conn),
         Decision::RangeNotSatisfiable => {
             let mut resp = range_not_satisfiable(conn, file.len);
@@ -187,7 +189,79 @@ pub(super) fn represent(
         Decision::Partial(_) if file.map.is_none() => whole(conn, file, is_head, download),
         Decision::Partial(ranges) => multipart(conn, file, &ranges, download),
         Decision::Full => whole(conn, file, is_head, download),
+    };
+    if matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
+        let h = resp.headers_mut();
+        match id.etag {
+            Some(etag) => h.insert(header::ETAG, etag.clone()),
+            None => h.remove(header::ETAG),
+        };
+        if let Some(digest) = id.known.and_then(|k| repr_digest(req, k)) {
+            h.insert(REPR_DIGEST, digest);
+        }
     }
+    resp
+}
+
+/// What a response says identifies the representation's bytes.
+struct Identity<'f> {
+    /// `None` with `etag = "content"` while the digest is unknown: no ETag rather than one
+    /// that would change later for the same bytes.
+    etag: Option<&'f HeaderValue>,
+    /// The digests, when known and the file is still the one they were computed for.
+    known: Option<&'f Known>,
+}
+
+fn identity<'f>(conn: &Rc<ConnShared>, file: &'f OpenFile) -> Identity<'f> {
+    let plan = conn.worker.config().digests.clone();
+    let Some(plan) = plan else {
+        return Identity {
+            etag: Some(&file.etag),
+            known: None,
+        };
+    };
+    let known = known(file, &plan);
+    let etag = match plan.etag {
+        EtagSource::MtimeSize => Some(&file.etag),
+        EtagSource::Content => known.and_then(|k| k.content_etag.as_ref()),
+    };
+    Identity { etag, known }
+}
+
+/// The digests of `file` once known (unknown ones are queued, and this response goes without),
+/// and only while the file has the size and mtime they were computed for: a file rewritten in
+/// place within the open-file cache's `valid` never sends the old digest with its new bytes.
+fn known<'f>(file: &'f OpenFile, plan: &Arc<crate::digest::Plan>) -> Option<&'f Known> {
+    if file.is_dir {
+        return None;
+    }
+    let known = match file.digests.get() {
+        Some(k) => k,
+        None => {
+            let digests = crate::digest::store::lookup(&file.file, file.key, plan)?;
+            let coding = file.encoding.map(|c| c.token());
+            let content_etag = digests.content_etag(file.len, coding);
+            file.digests.get_or_init(|| Known {
+                digests,
+                content_etag,
+            })
+        }
+    };
+    let now = file.file.metadata().ok().map(|m| crate::fs::file_key(&m))?;
+    (now.size == file.key.size && now.mtime_ns == file.key.mtime_ns && now.ino == file.key.ino)
+        .then_some(known)
+}
+
+/// The `Repr-Digest` in the algorithm the request's `Want-Repr-Digest` prefers.
+fn repr_digest(req: &http::request::Parts, known: &Known) -> Option<HeaderValue> {
+    let wants = req
+        .headers
+        .get_all("want-repr-digest")
+        .iter()
+        .map(|v| v.as_bytes());
+    let digests = &known.digests;
+    let alg = crate::digest::want::choose(wants, |a| digests.repr(a).is_some())?;
+    digests.repr(alg).cloned()
 }
 
 /// 200 with the whole file (or, for HEAD, its length only).
@@ -260,7 +334,7 @@ pub(super) fn representation_headers(h: &mut HeaderMap, file: &OpenFile, downloa
     h.insert(header::CONTENT_TYPE, file.content_type.clone());
     h.insert(header::ACCEPT_RANGES, BYTES);
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    validator_headers(h, file);
+    validator_headers(h, file, Some(&file.etag));
     if let Some(name) = download {
         h.insert(
             header::CONTENT_DISPOSITION,
@@ -269,9 +343,11 @@ pub(super) fn representation_headers(h: &mut HeaderMap, file: &OpenFile, downloa
     }
 }
 
-/// The headers a 304 must repeat (RFC 9110 §15.4.5).
-pub(super) fn validator_headers(h: &mut HeaderMap, file: &OpenFile) {
-    h.insert(header::ETAG, file.etag.clone());
+/// The headers a 304 must repeat (RFC 9110 §15.4.5), with the ETag `etag` (`None`: none).
+pub(super) fn validator_headers(h: &mut HeaderMap, file: &OpenFile, etag: Option<&HeaderValue>) {
+    if let Some(etag) = etag {
+        h.insert(header::ETAG, etag.clone());
+    }
     h.insert(header::LAST_MODIFIED, file.last_modified.clone());
     if let Some(cc) = &file.cache_control {
         h.insert(header::CACHE_CONTROL, cc.clone());

@@ -69,6 +69,7 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
     /// Every entry's size is known up front: exact Content-Length, ETag and Range.
     pub sized: bool,
+    pub compress: Compress,
     pub level: u32,
     /// Where the central directory starts and how long it is (sized archives).
     pub cd_offset: u64,
@@ -469,6 +470,7 @@ impl Builder<'_> {
             entries: self.entries,
             skipped: self.skipped,
             sized: true,
+            compress: Compress::Store,
             level: 0,
             cd_offset: 0,
             cd_size: 0,
@@ -610,6 +612,7 @@ impl Manifest {
     }
 
     fn lay_out(&mut self, compress: Compress, level: u32) {
+        self.compress = compress;
         self.level = level;
         let mut offset = 0u64;
         let mut cd = 0u64;
@@ -637,6 +640,33 @@ impl Manifest {
         let digest = hash.finalize();
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         self.etag = format!("\"z{hex}\"");
+    }
+
+    /// The ETag of this archive from its members' contents rather than their file times: it
+    /// covers every input of the archive's bytes (names, kinds, sizes, modes, the times to the
+    /// second as the archive records them, each file's SHA-256 from `sha256_of`), so it is
+    /// equal on every node that would send the same bytes. `None` if a member's digest is
+    /// unknown.
+    pub fn content_etag(
+        &self,
+        mut sha256_of: impl FnMut(&Entry) -> Option<[u8; 32]>,
+    ) -> Option<String> {
+        let mut hash = Sha256::new();
+        hash.update(b"sendfiled-zip-content-1\0");
+        hash.update([self.compress as u8, self.level as u8]);
+        for e in &self.entries {
+            hash.update(self.name(e));
+            hash.update([0, e.kind as u8]);
+            hash.update(e.size.to_le_bytes());
+            hash.update(e.mtime.to_le_bytes());
+            hash.update(e.mode.to_le_bytes());
+            if e.kind != Kind::Dir {
+                hash.update(sha256_of(e)?);
+            }
+        }
+        let digest = hash.finalize();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("\"zc{hex}\""))
     }
 
     /// Index of the entry whose local header, data or descriptor holds archive byte `at`

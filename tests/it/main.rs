@@ -12,6 +12,8 @@ mod cdn;
 mod cli;
 /// Conditional requests: 304, 412, their headers and their precedence.
 mod conditional;
+/// RFC 9530 Repr-Digest, content ETags across nodes, `sendfiled digest` and attributes.
+mod digests;
 /// Faults: 10 000 dropped connections, files deleted or replaced mid-transfer and mid-archive.
 mod faults;
 /// Directories, index files, redirects, dotfiles, downloads, Cache-Control.
