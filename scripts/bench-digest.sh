@@ -42,7 +42,7 @@ measure() {
     t0=$(date +%s.%N)
     "$@" >/dev/null 2>&1 || true
     t1=$(date +%s.%N)
-    runs+=("$(python3 -c "print($bytes / 1048576 / ($t1 - $t0))")")
+    runs+=("$(python3 -c "print(round($bytes / 1048576 / ($t1 - $t0)))")")
   done
   printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(((ROUNDS + 1) / 2))p"
 }

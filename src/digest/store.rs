@@ -25,8 +25,8 @@ const QUEUE: usize = 4096;
 /// Identities remembered per generation; when one fills, it becomes the old generation and the
 /// one before is dropped (recently used digests survive, in at most twice this many entries).
 const GENERATION: usize = 1 << 17;
-/// Read size while hashing.
-const READ_BUF: usize = 1 << 20;
+/// Read size while hashing (see `tree::READ_BUF`).
+const READ_BUF: usize = 128 * 1024;
 
 /// Counters for /metrics.
 #[derive(Default)]

@@ -14,6 +14,10 @@ use super::attribute::{self, Found};
 use super::{hash, Algorithm, Raw};
 use crate::fs::file_key;
 
+/// Read size per pread: small enough that the bytes are still in the L2 cache when they are
+/// hashed (1 MiB reads were 5% slower here: the copy out of the page cache went to memory).
+const READ_BUF: usize = 128 * 1024;
+
 /// What to do.
 pub struct Options {
     pub root: PathBuf,
@@ -111,7 +115,7 @@ pub fn run(opts: &Options) -> io::Result<Summary> {
     std::thread::scope(|scope| {
         for _ in 0..opts.threads.max(1) {
             scope.spawn(|| {
-                let mut buf = vec![0u8; 1 << 20];
+                let mut buf = vec![0u8; READ_BUF];
                 while let Some(path) = files.get(next.fetch_add(1, Relaxed)) {
                     let outcome = one(path, opts, &mut buf, &summary, &stderr);
                     summary.counts[outcome as usize].fetch_add(1, Relaxed);
