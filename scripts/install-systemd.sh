@@ -43,6 +43,15 @@ install -D -m 0755 "$bin" "$dest/usr/local/bin/sendfiled"
 install -D -m 0644 packaging/systemd/sendfiled.service "$dest/etc/systemd/system/sendfiled.service"
 install -D -m 0644 packaging/systemd/sendfiled.socket "$dest/etc/systemd/system/sendfiled.socket"
 install -D -m 0644 packaging/logrotate/sendfiled "$dest/etc/logrotate.d/sendfiled"
+# Man pages (the units name man:sendfiled(8)) and shell completions, from the binary itself.
+manual="$(mktemp -d)"
+"$dest/usr/local/bin/sendfiled" generate-manual --out "$manual"
+for page in "$manual"/man8/*.8 "$manual"/man5/*.5; do
+  section="${page##*.}"
+  install -D -m 0644 "$page" "$dest/usr/local/share/man/man$section/$(basename "$page")"
+done
+install -D -m 0644 "$manual/completions/sendfiled" "$dest/usr/local/share/bash-completion/completions/sendfiled"
+rm -rf "$manual"
 # The docs keep the repository's layout (README.md beside docs/), so that their links work
 # where they are installed.
 docdir="$dest/usr/local/share/doc/sendfiled"
@@ -70,7 +79,7 @@ if [ -n "$dest" ]; then
           "$dest/etc/systemd/system/$unit" >"$check/$unit"
     done
     # Warnings about other units of this machine are not ours; any about ours fail the check.
-    report=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$check/sendfiled.service" "$check/sendfiled.socket" 2>&1) || {
+    report=$(MANPATH="$dest/usr/local/share/man" SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$check/sendfiled.service" "$check/sendfiled.socket" 2>&1) || {
       echo "$report" >&2
       exit 1
     }

@@ -28,6 +28,13 @@ pub enum Command {
     /// Hash every file of a tree and keep the digests in its extended attributes (or, with
     /// --check, verify them); for deploy pipelines.
     Digest(DigestArgs),
+    /// Write the manual pages and shell completions under DIR (for packaging).
+    #[command(hide = true)]
+    GenerateManual {
+        /// Where to write man8/, man5/ and completions/
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Flags of `digest`.

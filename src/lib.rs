@@ -35,6 +35,7 @@ pub mod http;
 mod io;
 mod listen;
 mod listing;
+pub mod manual;
 mod metrics;
 mod pool;
 pub mod protect;

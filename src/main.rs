@@ -36,6 +36,10 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Digest(args) => digest(&args),
+        Command::GenerateManual { out } => match sendfiled::manual::write_all(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{}: {e}", out.display())),
+        },
         Command::Serve(args) => {
             let overrides = Overrides {
                 root: args.root,

@@ -27,6 +27,8 @@ mod hostile;
 mod limits;
 /// systemd (socket activation, sd_notify, watchdog), drain, reload, metrics, access log.
 mod operations;
+/// The Debian package, man pages, completions, alert rules and dashboard.
+mod packaging;
 /// Signed links, bandwidth pacing, per-client and global limits, fd exhaustion, slow drips.
 mod protection;
 /// Methods, Host, HEAD parity, pipelining, error bodies.
