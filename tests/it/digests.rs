@@ -618,6 +618,9 @@ fn write_attributes_metrics_and_the_access_log_tell_the_same_story() {
         config.to_str().unwrap(),
         "--admin-listen",
         &format!("127.0.0.1:{admin}"),
+        // One worker: its log lines are in request order.
+        "--workers",
+        "1",
     ]);
     let get = || crate::support::request_at(node.addr, "GET", "/f.bin", &[]);
     assert_eq!(get().header("repr-digest"), None);
