@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{run_ok, Response, Server, Spawned, Tree};
+use crate::support::{run_ok, set_mtime, Response, Server, Spawned, Tree};
 
 /// The base64 digest of the file at `path` in `alg` ("sha256", "sha512"), by Python's hashlib.
 fn hashlib(path: &Path, alg: &str) -> String {
@@ -288,12 +288,7 @@ fn the_digest_command_writes_10000_attributes_and_check_finds_a_file_changed_beh
     let mut bytes = std::fs::read(&sample).unwrap();
     bytes[0] ^= 0xff;
     std::fs::write(&sample, &bytes).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&sample)
-        .unwrap()
-        .set_modified(meta.modified().unwrap())
-        .unwrap();
+    set_mtime(&sample, meta.modified().unwrap());
     // And one changed openly (a new mtime): its attribute is stale.
     let touched = t.root().join("d3/f3.bin");
     std::fs::write(&touched, b"new bytes").unwrap();
@@ -388,12 +383,7 @@ fn copies_with_different_times(data: &[u8]) -> (Tree, Tree) {
     let (a, b) = (Tree::new(), Tree::new());
     for (t, secs) in [(&a, 1_700_000_000u64), (&b, 1_750_000_000)] {
         let p = t.file("media/film.mp4", data);
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-            .unwrap();
+        set_mtime(&p, SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
     }
     (a, b)
 }
@@ -508,18 +498,10 @@ fn tree_at(files: &[(&str, Vec<u8>)], secs: u64, nanos: u32) -> Tree {
     let when = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
     for (rel, bytes) in files {
         let p = t.file(rel, bytes);
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(when)
-            .unwrap();
+        set_mtime(&p, when);
     }
     for dir in ["pack/sub", "pack"] {
-        std::fs::File::open(t.root().join(dir))
-            .unwrap()
-            .set_modified(when)
-            .unwrap();
+        set_mtime(&t.root().join(dir), when);
     }
     t
 }
@@ -574,12 +556,7 @@ fn archive_content_etags_are_equal_exactly_when_the_archive_bytes_are() {
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[7] ^= 1;
     std::fs::write(&p, &bytes).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_modified(SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 1))
-        .unwrap();
+    set_mtime(&p, SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 1));
     let sa2 = Server::start(&a.root(), content);
     let za2 = archive_with_etag(&sa2);
     assert!(za2.body != za.body);

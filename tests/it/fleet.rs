@@ -14,12 +14,7 @@ fn twin_trees(files: &[(&str, Vec<u8>)]) -> (Tree, Tree) {
     for t in [&a, &b] {
         for (rel, bytes) in files {
             let p = t.file(rel, bytes);
-            std::fs::File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_modified(when)
-                .unwrap();
+            crate::support::set_mtime(&p, when);
         }
         // Directories too (their mtimes are in the archive), deepest first.
         let mut dirs: Vec<std::path::PathBuf> = files
@@ -35,7 +30,7 @@ fn twin_trees(files: &[(&str, Vec<u8>)]) -> (Tree, Tree) {
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         dirs.dedup();
         for d in dirs {
-            std::fs::File::open(&d).unwrap().set_modified(when).unwrap();
+            crate::support::set_mtime(&d, when);
         }
     }
     (a, b)

@@ -53,6 +53,14 @@ impl Tree {
     }
 }
 
+/// Sets the modification time of the file or folder at `path`.
+pub fn set_mtime(path: &Path, when: std::time::SystemTime) {
+    std::fs::File::open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
 /// A server running in this process; stopped on drop.
 pub struct Server {
     pub addr: SocketAddr,
