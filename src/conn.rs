@@ -169,12 +169,16 @@ impl ConnShared {
         self.exchange.borrow().client.unwrap_or(self.peer.ip())
     }
 
+    /// The response being built carries `Repr-Digest` (for the access log).
+    pub fn sent_digest(&self) {
+        self.exchange.borrow_mut().digest = true;
+    }
+
     /// The response is known: its status, and how its body leaves.
-    pub fn responded(&self, status: http::StatusCode, body: BodyPath, digest: bool) {
+    pub fn responded(&self, status: http::StatusCode, body: BodyPath) {
         let mut x = self.exchange.borrow_mut();
         x.status = status.as_u16();
         x.body = body;
-        x.digest = digest;
     }
 
     /// The exchange is over (its last byte is in the kernel, or the connection ended): count it

@@ -16,15 +16,14 @@ use hyper::body::Incoming;
 use super::reply::*;
 
 /// Tell the exchange record what is being answered (a HEAD response sends no body, whatever its
-/// body type) and whether it carried `Repr-Digest`.
+/// body type).
 pub(super) fn record(conn: &Rc<ConnShared>, resp: &Response<Body>, is_head: bool) {
     let path = if is_head {
         crate::access_log::BodyPath::None
     } else {
         resp.body().path()
     };
-    let digest = resp.headers().contains_key(crate::digest::REPR_DIGEST);
-    conn.responded(resp.status(), path, digest);
+    conn.responded(resp.status(), path);
 }
 
 /// The rules a request body is read under, with `limit` bytes at most.

@@ -182,26 +182,27 @@ pub(super) fn represent(
             resp
         }
         Decision::Partial(ranges) if ranges.len() == 1 => {
-            single_range(conn, file, ranges[0], download)
+            single_range(conn, file, ranges[0], (download, id.etag))
         }
         // Multipart needs a mapping for each part; an unmappable file gets the (copied) full
         // body instead, as RFC 9110 allows.
-        Decision::Partial(_) if file.map.is_none() => whole(conn, file, is_head, download),
-        Decision::Partial(ranges) => multipart(conn, file, &ranges, download),
-        Decision::Full => whole(conn, file, is_head, download),
+        Decision::Partial(_) if file.map.is_none() => {
+            whole(conn, file, is_head, (download, id.etag))
+        }
+        Decision::Partial(ranges) => multipart(conn, file, &ranges, (download, id.etag)),
+        Decision::Full => whole(conn, file, is_head, (download, id.etag)),
     };
     if matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
-        let h = resp.headers_mut();
-        match id.etag {
-            Some(etag) => h.insert(header::ETAG, etag.clone()),
-            None => h.remove(header::ETAG),
-        };
         if let Some(digest) = id.known.and_then(|k| repr_digest(req, k)) {
-            h.insert(REPR_DIGEST, digest);
+            resp.headers_mut().insert(REPR_DIGEST, digest);
+            conn.sent_digest();
         }
     }
     resp
 }
+
+/// What a 200 or 206 of a file names besides the file: the `?download` name and the ETag.
+type Shown<'a> = (Option<&'a str>, Option<&'a HeaderValue>);
 
 /// What a response says identifies the representation's bytes.
 struct Identity<'f> {
@@ -213,14 +214,14 @@ struct Identity<'f> {
 }
 
 fn identity<'f>(conn: &Rc<ConnShared>, file: &'f OpenFile) -> Identity<'f> {
-    let plan = conn.worker.config().digests.clone();
-    let Some(plan) = plan else {
+    let config = conn.worker.config();
+    let Some(plan) = config.digests.as_ref() else {
         return Identity {
             etag: Some(&file.etag),
             known: None,
         };
     };
-    let known = known(file, &plan);
+    let known = known(file, plan);
     let etag = match plan.etag {
         EtagSource::MtimeSize => Some(&file.etag),
         EtagSource::Content => known.and_then(|k| k.content_etag.as_ref()),
@@ -274,7 +275,7 @@ fn whole(
     conn: &Rc<ConnShared>,
     file: &Arc<OpenFile>,
     is_head: bool,
-    download: Option<&str>,
+    shown: Shown<'_>,
 ) -> Response<Body> {
     let body = if is_head {
         Body::head(file.len, conn)
@@ -288,7 +289,7 @@ fn whole(
         Body::file(file, all, conn)
     };
     let mut resp = new_response(conn, body);
-    representation_headers(resp.headers_mut(), file, download);
+    representation_headers(resp.headers_mut(), file, shown);
     if is_head && file.len == 0 {
         // hyper only writes an implicit `content-length: 0` for GET; HEAD must match GET.
         resp.headers_mut()
@@ -302,12 +303,12 @@ fn single_range(
     conn: &Rc<ConnShared>,
     file: &Arc<OpenFile>,
     r: ByteRange,
-    download: Option<&str>,
+    shown: Shown<'_>,
 ) -> Response<Body> {
     let mut resp = new_response(conn, Body::file(file, r, conn));
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     let h = resp.headers_mut();
-    representation_headers(h, file, download);
+    representation_headers(h, file, shown);
     h.insert(
         header::CONTENT_RANGE,
         content_range(format_args!("bytes {}-{}/{}", r.first, r.last, file.len)),
@@ -320,13 +321,13 @@ fn multipart(
     conn: &Rc<ConnShared>,
     file: &Arc<OpenFile>,
     ranges: &[ByteRange],
-    download: Option<&str>,
+    shown: Shown<'_>,
 ) -> Response<Body> {
     let boundary = conn.worker.next_boundary();
     let mut resp = new_response(conn, Body::multipart(file, ranges, &boundary, conn));
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     let h = resp.headers_mut();
-    representation_headers(h, file, download);
+    representation_headers(h, file, shown);
     h.insert(
         header::CONTENT_TYPE,
         header_value(format!("multipart/byteranges; boundary={boundary}")),
@@ -335,11 +336,11 @@ fn multipart(
 }
 
 /// Headers every 200/206 of a file carries.
-pub(super) fn representation_headers(h: &mut HeaderMap, file: &OpenFile, download: Option<&str>) {
+fn representation_headers(h: &mut HeaderMap, file: &OpenFile, (download, etag): Shown<'_>) {
     h.insert(header::CONTENT_TYPE, file.content_type.clone());
     h.insert(header::ACCEPT_RANGES, BYTES);
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    validator_headers(h, file, Some(&file.etag));
+    validator_headers(h, file, etag);
     if let Some(name) = download {
         h.insert(
             header::CONTENT_DISPOSITION,
