@@ -47,6 +47,7 @@ pub mod settings;
 pub mod stats;
 pub mod sys;
 mod systemd;
+pub mod tls;
 pub mod units;
 mod worker;
 mod zip;

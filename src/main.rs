@@ -20,7 +20,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => match Config::load(Some(&config), &Overrides::default())
         {
             Ok(c) => match sendfiled::settings::Settings::check(&c) {
-                Ok(()) => {
+                Ok(endpoints) => {
+                    print!("{}", certificate_report(&endpoints));
                     print!("{}", c.to_toml());
                     ExitCode::SUCCESS
                 }
@@ -124,4 +125,31 @@ fn sign(args: &sendfiled::cli::SignArgs) -> Result<String, String> {
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("sendfiled: error: {e:#}");
     ExitCode::from(2)
+}
+
+/// One TOML comment line per certificate: its file, serial and expiry (for `check-config`).
+fn certificate_report(endpoints: &[sendfiled::tls::Endpoint]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut out = String::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        for c in &endpoint.certificates {
+            let at =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.not_after.max(0) as u64);
+            let days = (c.not_after - now).div_euclid(86_400);
+            let when = if c.not_after < now {
+                format!("EXPIRED {} days ago", -days)
+            } else {
+                format!("in {days} days")
+            };
+            out.push_str(&format!(
+                "# tls[{i}] certificate {}: serial {}, expires {} ({when})\n",
+                c.file.display(),
+                c.serial,
+                httpdate::fmt_http_date(at),
+            ));
+        }
+    }
+    out
 }

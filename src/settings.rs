@@ -19,6 +19,8 @@ pub struct Settings {
     pub cache_rules: CacheRules,
     /// `None` when the access log is off.
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// The `[[tls]]` blocks, compiled (certificates, keys, CA bundles and ticket keys read).
+    pub tls: Vec<crate::tls::Endpoint>,
 }
 
 /// Cache-Control rules compiled once per generation.
@@ -43,6 +45,7 @@ impl Settings {
     /// Compile a validated configuration (key files are read here) and open the access log.
     pub fn new(config: Config) -> anyhow::Result<Settings> {
         let (protect, cache_rules) = compile(&config)?;
+        let tls = compile_tls(&config)?;
         let log = &config.access_log;
         let access_log = if log.enabled {
             let opened = crate::access_log::AccessLog::open(log.format, log.path.clone());
@@ -52,6 +55,7 @@ impl Settings {
         };
         Ok(Settings {
             access_log,
+            tls,
             protect,
             cache_rules,
             config,
@@ -60,8 +64,9 @@ impl Settings {
 
     /// Everything [`Settings::new`] checks, without opening the log: what `check-config` runs,
     /// so that it passes exactly the files `serve` and a reload accept.
-    pub fn check(config: &Config) -> anyhow::Result<()> {
-        compile(config).map(drop)
+    pub fn check(config: &Config) -> anyhow::Result<Vec<crate::tls::Endpoint>> {
+        compile(config)?;
+        compile_tls(config)
     }
 }
 
@@ -79,6 +84,14 @@ fn compile(config: &Config) -> anyhow::Result<(Protection, CacheRules)> {
     let protect = Protection::new(config).map_err(|e| in_file(config, e))?;
     let globs = set.build()?;
     Ok((protect, CacheRules { globs, values }))
+}
+
+/// Every `[[tls]]` block, its files read; the error names the block and the file.
+fn compile_tls(config: &Config) -> anyhow::Result<Vec<crate::tls::Endpoint>> {
+    let compiled = config.tls.iter().enumerate().map(|(i, listener)| {
+        crate::tls::compile(listener).map_err(|e| keyed(config, &format!("tls[{i}]"), e))
+    });
+    compiled.collect()
 }
 
 /// An error about `key`, naming the configuration file like every config error.

@@ -16,8 +16,11 @@ pub(super) fn listen(raw: &RawConfig, file: Option<&Path>) -> Result<Vec<SocketA
         .listen
         .clone()
         .unwrap_or_else(|| vec![defaults::LISTEN.to_string()]);
-    if listen_text.is_empty() {
-        return Err(err("listen", "needs at least one address".into()));
+    if listen_text.is_empty() && raw.tls.is_empty() {
+        return Err(err(
+            "listen",
+            "needs at least one address (or a [[tls]] listener)".into(),
+        ));
     }
     let mut listen = Vec::new();
     for text in &listen_text {

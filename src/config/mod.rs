@@ -16,9 +16,11 @@ pub mod defaults;
 mod print;
 mod raw;
 mod reload;
+mod tls;
 
 pub use raw::*;
 pub use reload::dropped_protections;
+pub use tls::{CertificateFiles, Ktls, RawCertificate, RawTls, TlsListener, TlsVersion};
 
 /// A configuration problem, printed as one line: `<file>: <key>: <what is wrong>`.
 #[derive(Debug)]
@@ -253,6 +255,8 @@ pub struct Config {
     pub drain_delay: Duration,
     /// `[digests]`: off (`None`), or what to learn and send.
     pub digests: Option<std::sync::Arc<crate::digest::Plan>>,
+    /// `[[tls]]`: HTTPS listeners (beside the plain ones in `listen`).
+    pub tls: Vec<TlsListener>,
     /// Where the configuration came from, for messages.
     pub source: Option<PathBuf>,
 }
@@ -371,6 +375,7 @@ impl Config {
         let root = check::check_root(&root).map_err(|m| err("root", m))?;
 
         let listen = check::listen(&raw, file)?;
+        let tls = tls::check(&raw.tls, &listen, file)?;
         let workers = check::workers(&raw, file)?;
         let symlinks = raw.symlinks.unwrap_or(SymlinkRule::InsideRoot);
         let index = raw
@@ -429,6 +434,7 @@ impl Config {
             drain_delay,
             proxy,
             digests,
+            tls,
             source: file.map(Path::to_path_buf),
         })
     }

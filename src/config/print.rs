@@ -59,6 +59,7 @@ impl Config {
                 ),
                 write_attributes: self.digests.as_ref().map(|p| p.write_attributes),
             }),
+            tls: self.tls.iter().map(Into::into).collect(),
             drain: Some(RawDrain {
                 delay: secs(self.drain_delay),
             }),
@@ -202,6 +203,27 @@ impl From<&AccessLogSettings> for RawAccessLog {
             enabled: Some(a.enabled),
             format: Some(a.format),
             path: Some(a.path.clone().unwrap_or_else(|| PathBuf::from("-"))),
+        }
+    }
+}
+
+impl From<&TlsListener> for RawTls {
+    fn from(t: &TlsListener) -> Self {
+        RawTls {
+            listen: t.listen.iter().map(|a| a.to_string()).collect(),
+            certificates: t
+                .certificates
+                .iter()
+                .map(|c| RawCertificate {
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                })
+                .collect(),
+            versions: Some(t.versions.clone()),
+            ktls: Some(t.ktls),
+            handshake_timeout: secs(t.handshake_timeout),
+            ticket_keys: t.ticket_keys.clone(),
+            client_ca: t.client_ca.clone(),
         }
     }
 }

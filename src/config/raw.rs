@@ -55,6 +55,8 @@ pub struct RawConfig {
     pub precompressed: Option<RawPrecompressed>,
     pub listing: Option<RawListing>,
     pub digests: Option<RawDigests>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<super::tls::RawTls>,
 }
 
 /// `[precompressed]`: serve `x.br`, `x.zst`, `x.gz` beside `x` when the client accepts them.
