@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::access_log::Transport;
 use crate::conn::ConnShared;
 use crate::framing::{EarlyRefusal, Spoil};
 use crate::io::SendfileIo;
@@ -19,11 +20,13 @@ use crate::settings::Settings;
 use crate::stats::WorkerStats;
 use crate::worker::Worker;
 
-/// Accept connections on `listener` until the stop, spawning each on this worker.
+/// Accept connections on `listener` until the stop, spawning each on this worker. `tls`: the
+/// listener's `[[tls]]` block, for an HTTPS listener.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     worker: Rc<Worker>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<usize>,
 ) {
     let mut fd_exhaustion_logged = false;
     loop {
@@ -41,7 +44,7 @@ pub(crate) async fn accept_loop(
                 fd_exhaustion_logged = false;
                 // Counted here, not in the task, so that the cap holds for a burst of accepts.
                 worker.connections.opened();
-                let conn = serve_connection(tcp, peer, worker.clone(), shutdown.clone());
+                let conn = serve_connection(tcp, peer, worker.clone(), shutdown.clone(), tls);
                 tokio::task::spawn_local(conn);
             }
             Err(e)
@@ -151,6 +154,7 @@ async fn serve_connection(
     peer: SocketAddr,
     worker: Rc<Worker>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<usize>,
 ) {
     worker
         .open_connections
@@ -179,8 +183,21 @@ async fn serve_connection(
     if let Some(bytes) = send_buffer {
         let _ = crate::sys::set_send_buffer(&tcp, bytes);
     }
-    let conn = Rc::new(ConnShared::new(worker.clone(), peer, via, refused));
-    let io = TokioIo::new(SendfileIo::new(tcp, conn.clone()));
+    let (tcp, session, transport) = match tls {
+        None => (tcp, None, Transport::Plain),
+        Some(block) => match handshake(tcp, block, &worker, peer).await {
+            Some((tcp, session, transport)) => (tcp, Some(session), transport),
+            None => return,
+        },
+    };
+    let conn = Rc::new(ConnShared::new(
+        worker.clone(),
+        peer,
+        via,
+        refused,
+        transport,
+    ));
+    let io = TokioIo::new(SendfileIo::new(tcp, conn.clone(), session));
     let conn_for_log = conn.clone();
     let connection = worker
         .http
@@ -211,6 +228,36 @@ async fn serve_connection(
         }
     }
     conn_for_log.finish_exchange(true);
+}
+
+/// The TLS handshake of a connection on the listener of `[[tls]]` block `block`, counted by
+/// outcome; `None` when it failed (the connection is closed).
+async fn handshake(
+    tcp: TcpStream,
+    block: usize,
+    worker: &Worker,
+    peer: SocketAddr,
+) -> Option<(TcpStream, rustls::ServerConnection, Transport)> {
+    let settings = worker.settings();
+    let endpoint = settings.tls.get(block)?;
+    let stats = worker.stats();
+    match crate::tls::handshake::accept(tcp, endpoint).await {
+        Ok((tcp, session)) => {
+            WorkerStats::add(&stats.tls_handshakes, 1);
+            let transport = crate::tls::record_path(endpoint);
+            let counter = match transport {
+                Transport::Ktls => &stats.tls_kernel_connections,
+                _ => &stats.tls_userspace_connections,
+            };
+            WorkerStats::add(counter, 1);
+            Some((tcp, session, transport))
+        }
+        Err(why) => {
+            WorkerStats::add(&stats.tls_handshake_failures[why.index()], 1);
+            tracing::debug!(client = %peer, reason = ?why, "TLS handshake failed");
+            None
+        }
+    }
 }
 
 /// Why hyper refused a request before the service saw it (it answered 400 or 431 itself), if

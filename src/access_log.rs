@@ -151,6 +151,29 @@ fn open_append(p: &std::path::Path) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
 }
 
+/// How a connection's bytes are carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP.
+    #[default]
+    Plain,
+    /// HTTPS, records encrypted by rustls in our process.
+    Tls,
+    /// HTTPS, records encrypted by the kernel (kTLS).
+    Ktls,
+}
+
+impl Transport {
+    /// The label used in logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Plain => "http",
+            Transport::Tls => "tls",
+            Transport::Ktls => "ktls",
+        }
+    }
+}
+
 /// How a response's body left.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BodyPath {
@@ -196,6 +219,8 @@ pub struct Exchange {
     pub key_id: Option<String>,
     /// Whether the response carried `Repr-Digest`.
     pub digest: bool,
+    /// How the connection's bytes are carried (plain, userspace TLS, kernel TLS).
+    pub transport: Transport,
     /// The client a trusted proxy's forwarding header named, if any.
     pub client: Option<std::net::IpAddr>,
     text: String,
@@ -312,6 +337,9 @@ impl Exchange {
                 } else {
                     b",\"digest\":false"
                 });
+                out.extend_from_slice(b",\"transport\":\"");
+                out.extend_from_slice(self.transport.label().as_bytes());
+                out.extend_from_slice(b"\"");
                 out.extend_from_slice(if aborted {
                     b",\"aborted\":true}"
                 } else {
@@ -331,11 +359,16 @@ impl Exchange {
                 escaped(self.field(2), out);
                 let _ = write!(
                     out,
-                    "\" {:.3} {} {}{}{}",
+                    "\" {:.3} {} {}{}{}{}",
                     seconds,
                     self.body.label(),
                     self.key_id.as_deref().unwrap_or("-"),
                     if self.digest { " digest" } else { "" },
+                    match self.transport {
+                        Transport::Plain => "",
+                        Transport::Tls => " tls",
+                        Transport::Ktls => " ktls",
+                    },
                     if aborted { " aborted" } else { "" }
                 );
             }

@@ -28,6 +28,8 @@ pub struct AdminState {
     /// A stop is announced (the drain delay runs): not ready, still serving.
     pub unready: Arc<AtomicBool>,
     pub workers: usize,
+    /// The running settings (for what /metrics reports about them: certificate expiry).
+    pub live: Arc<crate::settings::Live>,
     /// Each worker's last heartbeat count and when it last moved.
     pub seen: Arc<Mutex<Vec<(u64, Instant)>>>,
 }
@@ -131,6 +133,7 @@ fn answer(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> 
                 archives_active: state.archives.load(Ordering::Relaxed),
                 draining,
                 workers: state.workers,
+                certificates: certificate_expiry(&state.live),
             };
             text(
                 StatusCode::OK,
@@ -155,4 +158,13 @@ fn answer(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> 
         "/readyz" => text(StatusCode::OK, "ready\n".into(), PLAIN),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into(), PLAIN),
     }
+}
+
+/// Every loaded certificate's file and notAfter (Unix seconds), in configuration order.
+fn certificate_expiry(live: &crate::settings::Live) -> Vec<(String, i64)> {
+    let settings = live.current();
+    let certificates = settings.tls.iter().flat_map(|e| &e.certificates);
+    certificates
+        .map(|c| (c.file.display().to_string(), c.not_after))
+        .collect()
 }

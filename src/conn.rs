@@ -10,7 +10,7 @@ use std::task::Waker;
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
-use crate::access_log::{BodyPath, Exchange};
+use crate::access_log::{BodyPath, Exchange, Transport};
 use crate::framing::{Framing, Spoil};
 use crate::fs::OpenFile;
 use crate::protect::Pacer;
@@ -99,6 +99,8 @@ pub struct ConnShared {
     pub framing: Cell<Framing>,
     /// Why the stream guard last made a head invalid, if it did.
     pub spoiled: Cell<Option<Spoil>>,
+    /// Plain HTTP, or how HTTPS records are encrypted.
+    pub transport: Transport,
 }
 
 impl ConnShared {
@@ -121,6 +123,7 @@ impl ConnShared {
         peer: std::net::SocketAddr,
         via: Option<std::net::SocketAddr>,
         refused: Option<crate::protect::clients::Rejection>,
+        transport: Transport,
     ) -> Self {
         ConnShared {
             registry: RefCell::new(Registry::default()),
@@ -136,6 +139,7 @@ impl ConnShared {
             exchange: RefCell::new(Exchange::default()),
             framing: Cell::new(Framing::Sound),
             spoiled: Cell::new(None),
+            transport,
         }
     }
 
@@ -147,6 +151,7 @@ impl ConnShared {
         let client = self.forwarded_client(&parts.headers);
         let mut x = self.exchange.borrow_mut();
         x.begin(parts, self.bytes_sent.get(), capture);
+        x.transport = self.transport;
         x.client = client;
     }
 

@@ -12,6 +12,8 @@ pub struct Gauges {
     pub archives_active: usize,
     pub draining: bool,
     pub workers: usize,
+    /// Each loaded certificate's file and expiry (Unix seconds).
+    pub certificates: Vec<(String, i64)>,
 }
 
 /// Render every metric.
@@ -24,7 +26,64 @@ pub fn render(s: &Snapshot, g: &Gauges) -> String {
     refusals(&mut out, s);
     process(&mut out, s, g);
     digests(&mut out);
+    tls(&mut out, s, g);
     out
+}
+
+/// HTTPS: handshakes, failures by reason, how records are encrypted, certificate expiry.
+fn tls(out: &mut String, s: &Snapshot, g: &Gauges) {
+    scalar(
+        out,
+        (
+            "sendfiled_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed.",
+        ),
+        s.tls_handshakes,
+    );
+    let failures: Vec<(&str, u64)> = crate::tls::handshake::LABELS
+        .iter()
+        .copied()
+        .zip(s.tls_handshake_failures)
+        .collect();
+    labelled(
+        out,
+        (
+            "sendfiled_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed, by reason.",
+        ),
+        "reason",
+        &failures,
+    );
+    labelled(
+        out,
+        (
+            "sendfiled_tls_connections_total",
+            "counter",
+            "HTTPS connections by who encrypts their records: kernel (kTLS) or userspace (rustls).",
+        ),
+        "path",
+        &[
+            ("kernel", s.tls_kernel_connections),
+            ("userspace", s.tls_userspace_connections),
+        ],
+    );
+    family(
+        out,
+        (
+            "sendfiled_tls_certificate_expiry_seconds",
+            "gauge",
+            "When each loaded certificate expires (notAfter, Unix seconds).",
+        ),
+    );
+    for (file, not_after) in &g.certificates {
+        let file = file.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "sendfiled_tls_certificate_expiry_seconds{{file=\"{file}\"}} {not_after}"
+        );
+    }
 }
 
 /// The background hashing behind `Repr-Digest` (all zero until a file is first looked up).
@@ -86,12 +145,13 @@ fn digests(out: &mut String) {
 fn transfer(out: &mut String, s: &Snapshot) {
     labelled(
         out,
-        ("sendfiled_body_bytes_total", "counter", "Response body bytes by how they left: sendfile (file data, including archives' stored data), small (small files from memory, in one write with the head), copy (fallback through a buffer), zip (archive bodies, all of their bytes)."),
+        ("sendfiled_body_bytes_total", "counter", "Response body bytes by how they left: sendfile (file data, including archives' stored data), small (small files from memory, in one write with the head), copy (fallback through a buffer), tls (read by pread and encrypted in userspace), zip (archive bodies, all of their bytes)."),
         "path",
         &[
             ("sendfile", s.sendfile_bytes),
             ("small", s.small_body_bytes),
             ("copy", s.copied_bytes),
+            ("tls", s.tls_body_bytes),
             ("zip", s.zip_bytes),
         ],
     );

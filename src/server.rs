@@ -121,6 +121,12 @@ impl RunningServer {
                 );
             }
         }
+        let listeners = |c: &Config| c.tls.iter().map(|t| t.listen.clone()).collect::<Vec<_>>();
+        if listeners(&old.config) != listeners(&config) {
+            anyhow::bail!(
+                "the [[tls]] blocks or their listen addresses changed; that takes a restart (keeping the running configuration)"
+            );
+        }
         let settings = Settings::new(config)?;
         self.shared
             .bodies
@@ -159,11 +165,29 @@ pub fn start_with(
             .map_err(|e| anyhow::anyhow!("root {}: {e}", config.root.display()))?,
     );
     let workers = config.workers;
+    let tls_addrs: Vec<(SocketAddr, usize)> = config
+        .tls
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.listen.iter().map(move |a| (*a, i)))
+        .collect();
     let (listeners, addrs) = if inherited.is_empty() {
-        crate::listen::bind_all(&config.listen, workers, &config.socket)?
+        let all: Vec<SocketAddr> = config
+            .listen
+            .iter()
+            .copied()
+            .chain(tls_addrs.iter().map(|(a, _)| *a))
+            .collect();
+        crate::listen::bind_all(&all, workers, &config.socket)?
     } else {
         share_inherited(&inherited, workers)?
     };
+    // Each bound address's `[[tls]]` block (an inherited socket is HTTPS when its address is
+    // one a block lists).
+    let roles: Vec<Option<usize>> = addrs
+        .iter()
+        .map(|a| tls_addrs.iter().find(|(t, _)| t == a).map(|(_, i)| *i))
+        .collect();
     let stats = Stats::new(workers);
     let (tx, rx) = watch::channel(false);
     let admin_listen = config.admin_listen;
@@ -179,7 +203,7 @@ pub fn start_with(
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         cache_fd_share,
     };
-    let threads = spawn_workers(listeners, &shared, &rx)?;
+    let threads = spawn_workers(listeners, &roles, &shared, &rx)?;
     let (admin_stop, admin_rx) = watch::channel(false);
     let unready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = match admin_listen {
@@ -195,8 +219,11 @@ pub fn start_with(
             }
         },
     };
-    for a in &addrs {
-        tracing::info!("listening on {a}");
+    for (a, role) in addrs.iter().zip(&roles) {
+        match role {
+            None => tracing::info!("listening on {a}"),
+            Some(_) => tracing::info!("listening on {a} (HTTPS)"),
+        }
     }
     Ok(RunningServer {
         addrs,
@@ -236,6 +263,7 @@ fn share_inherited(
 /// One OS thread per worker, each with its listeners.
 fn spawn_workers(
     listeners: Vec<Vec<std::net::TcpListener>>,
+    roles: &[Option<usize>],
     shared: &Shared,
     shutdown: &watch::Receiver<bool>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
@@ -244,6 +272,7 @@ fn spawn_workers(
     for (id, listeners) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
         let rx = shutdown.clone();
+        let listeners: Vec<_> = listeners.into_iter().zip(roles.iter().copied()).collect();
         let thread = std::thread::Builder::new()
             .name(format!("sendfiled-w{id}"))
             .spawn(move || {
@@ -268,6 +297,7 @@ fn start_admin(
 ) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     let state = crate::admin::AdminState {
         stats: shared.stats.clone(),
+        live: shared.live.clone(),
         archives: shared.archives.clone(),
         draining: shared.draining.clone(),
         unready: unready.clone(),
@@ -307,7 +337,7 @@ fn boundary_seed() -> u64 {
 
 fn run_worker(
     worker: Worker,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, Option<usize>)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -318,12 +348,13 @@ fn run_worker(
     let local = LocalSet::new();
     let worker = Rc::new(worker);
     local.block_on(&rt, async move {
-        for l in listeners {
+        for (l, tls) in listeners {
             let listener = TcpListener::from_std(l)?;
             tokio::task::spawn_local(crate::accept::accept_loop(
                 listener,
                 worker.clone(),
                 shutdown.clone(),
+                tls,
             ));
         }
         tokio::task::spawn_local(heartbeat(worker.clone()));

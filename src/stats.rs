@@ -71,6 +71,14 @@ counters! {
     /// File body bytes that went through a userspace buffer or a kernel copy from the mapping
     /// (the fallback paths). Tests assert this stays 0 for regular files.
     copied_bytes,
+    /// File body bytes read by pread and encrypted in userspace (HTTPS without kernel TLS).
+    tls_body_bytes,
+    /// TLS handshakes completed.
+    tls_handshakes,
+    /// HTTPS connections whose records the kernel encrypts (kTLS).
+    tls_kernel_connections,
+    /// HTTPS connections encrypted in userspace by rustls.
+    tls_userspace_connections,
     /// File body bytes sent from memory in the same write as their head (the small-body path).
     small_body_bytes,
     /// Bytes of small bodies the open-file caches hold now (a gauge: each worker stores its own).
@@ -150,6 +158,8 @@ counters! {
     early_refusals[5],
     /// Request bodies refused, by [`BODY_REFUSAL_LABELS`].
     body_refusals[5],
+    /// TLS handshakes that failed, by `tls::handshake::LABELS`.
+    tls_handshake_failures[7],
     }
 }
 

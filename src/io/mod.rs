@@ -24,10 +24,12 @@ use tokio::time::{Instant, Sleep};
 mod drip;
 mod residency;
 mod timer;
+mod tls;
 
 use drip::DripWatch;
 use residency::{still_has_bytes, warm_range, ResidentWindow, READAHEAD_CHUNKS};
 use timer::{poll_lazy_deadline, poll_timer};
+use tls::TlsSession;
 
 use crate::conn::{ConnShared, Phase};
 use crate::framing::StreamGuard;
@@ -58,11 +60,18 @@ pub struct SendfileIo {
     /// That step aside in progress: tokio's yield, which wakes us only after the runtime has
     /// polled its IO driver, so that the connections waiting on it get their turn.
     stepping_aside: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    /// The TLS session of an HTTPS connection (userspace TLS); `None` for plain HTTP.
+    tls: Option<Box<TlsSession>>,
 }
 
 impl SendfileIo {
-    /// Wrap an accepted connection. The first request must start within the header timeout.
-    pub fn new(tcp: TcpStream, conn: std::rc::Rc<ConnShared>) -> Self {
+    /// Wrap an accepted connection (with its TLS session, for HTTPS). The first request must
+    /// start within the header timeout.
+    pub fn new(
+        tcp: TcpStream,
+        conn: std::rc::Rc<ConnShared>,
+        tls: Option<rustls::ServerConnection>,
+    ) -> Self {
         let deadline = Instant::now() + conn.worker.config().limits.header_timeout;
         conn.phase.set(Phase::Idle {
             deadline: Some(deadline),
@@ -80,6 +89,7 @@ impl SendfileIo {
             guard: StreamGuard::default(),
             burst: 0,
             stepping_aside: None,
+            tls: tls.map(|t| Box::new(TlsSession::new(t))),
         }
     }
 
@@ -338,7 +348,11 @@ impl AsyncRead for SendfileIo {
         let this = self.get_mut();
         let phase = this.conn.phase.get();
         let before = buf.filled().len();
-        match Pin::new(&mut this.tcp).poll_read(cx, buf) {
+        let read = match &mut this.tls {
+            Some(tls) => tls.poll_read(&this.tcp, cx, buf),
+            None => Pin::new(&mut this.tcp).poll_read(cx, buf),
+        };
+        match read {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     if let Phase::Idle { .. } = phase {
@@ -453,17 +467,23 @@ impl AsyncWrite for SendfileIo {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_tls(cx))?;
         // hyper flushes once its queue is written. If the response body is done by then (the
         // connection went idle), the exchange's last byte is in the kernel: log it now.
-        if let Phase::Idle { .. } = self.conn.phase.get() {
-            self.conn.finish_exchange(false);
+        if let Phase::Idle { .. } = this.conn.phase.get() {
+            this.conn.finish_exchange(false);
         }
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        let this = self.get_mut();
+        if let Some(tls) = &mut this.tls {
+            ready!(tls.poll_close(&this.tcp, cx))?;
+        }
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
 
@@ -487,7 +507,11 @@ impl SendfileIo {
             .lookup(&bufs[first])
             .map(|(f, off)| (f.clone(), off));
         if let Some((file, offset)) = mapped {
-            return this.poll_send_file(cx, file, offset, bufs[first].len().min(allowed));
+            let len = bufs[first].len().min(allowed);
+            if this.tls.is_some() {
+                return this.poll_send_file_tls(cx, file, offset, len);
+            }
+            return this.poll_send_file(cx, file, offset, len);
         }
         // A run of ordinary slices (head, chunk sizes, multipart boundaries): one sendmsg. If a
         // mapped slice follows, MSG_MORE keeps the kernel from sending the head on its own.
@@ -500,20 +524,105 @@ impl SendfileIo {
         let more = end < bufs.len();
         let sock = this.tcp.as_fd();
         let run = &bufs[first..end];
+        if let Some(tls) = &mut this.tls {
+            let cut = cut_to(run, allowed);
+            return tls.poll_write(&this.tcp, cx, &cut, more);
+        }
         if run.iter().map(|b| b.len()).sum::<usize>() > allowed {
-            // Paced: send only the allowance (cut at a slice boundary or inside one).
-            let mut cut: SmallVec<[IoSlice<'_>; 8]> = SmallVec::new();
-            let mut left = allowed;
-            for b in run {
-                if left == 0 {
-                    break;
-                }
-                let n = b.len().min(left);
-                cut.push(IoSlice::new(&b[..n]));
-                left -= n;
-            }
+            // Paced: send only the allowance.
+            let cut = cut_to(run, allowed);
             return this.poll_io(cx, || crate::sys::send_vectored(sock, &cut, false));
         }
         this.poll_io(cx, || crate::sys::send_vectored(sock, run, more))
     }
+}
+
+/// The first `allowed` bytes of `run`, cut at a slice boundary or inside one.
+fn cut_to<'a>(run: &'a [IoSlice<'a>], allowed: usize) -> SmallVec<[IoSlice<'a>; 8]> {
+    let mut cut = SmallVec::new();
+    let mut left = allowed;
+    for b in run {
+        if left == 0 {
+            break;
+        }
+        let n = b.len().min(left);
+        cut.push(IoSlice::new(&b[..n]));
+        left -= n;
+    }
+    cut
+}
+
+impl SendfileIo {
+    /// HTTPS: send records still queued before hyper's flush completes, under the same send
+    /// timeout and minimum rate as a write.
+    fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(tls) = &mut self.tls else {
+            return Poll::Ready(Ok(()));
+        };
+        match tls.poll_flush(&self.tcp, cx) {
+            Poll::Ready(r) => {
+                self.write_deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let (min_rate, window, send_timeout) = {
+                    let l = &self.conn.worker.config().limits;
+                    (l.min_send_rate, l.min_send_rate_window, l.send_timeout)
+                };
+                match ready!(self.poll_waiting(cx, min_rate, window, send_timeout)) {
+                    Err(e) => Poll::Ready(Err(e)),
+                    Ok(_) => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    /// HTTPS: part of a mapped slice, read by pread into a pooled buffer (never from the
+    /// mapping: a file cut short gives an aborted response, not SIGBUS) and encrypted.
+    fn poll_send_file_tls(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: Arc<OpenFile>,
+        offset: usize,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        if let Some(tls) = &mut self.tls {
+            ready!(tls.poll_room(&self.tcp, cx))?;
+        }
+        let chunk = ready!(self.poll_warm(cx, &file, offset, len.min(tls::BODY_CHUNK)));
+        let mut buf = crate::pool::PooledBuf::with_capacity(chunk);
+        let n = read_at(&file, offset, chunk, buf.vec_mut())?;
+        if n == 0 {
+            WorkerStats::add(&self.stats().truncated_aborts, 1);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was being sent",
+            )));
+        }
+        let Some(tls) = &mut self.tls else {
+            return Poll::Ready(Err(io::Error::other("not a TLS connection")));
+        };
+        let sent = tls.write_body(&self.tcp, cx, &buf.as_slice()[..n])?;
+        WorkerStats::add(&self.stats().tls_body_bytes, sent as u64);
+        Poll::Ready(Ok(sent))
+    }
+}
+
+/// Read up to `len` bytes of `file` at `offset` into `buf` (replacing its contents); fewer only
+/// at the end of the file.
+fn read_at(file: &OpenFile, offset: usize, len: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    buf.resize(len, 0);
+    let mut got = 0;
+    while got < len {
+        match file.file.read_at(&mut buf[got..], (offset + got) as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(got)
 }

@@ -18,13 +18,9 @@ pub struct CertificateInfo {
 pub fn read(der: &[u8]) -> Option<(String, i64)> {
     let (_, cert, _) = element(der)?;
     let (_, tbs, _) = element(cert)?;
-    let (tag, _, mut rest) = element(tbs)?;
-    if tag == 0xa0 {
-        // [0] EXPLICIT version
-        rest = element(rest)?.2;
-    } else {
-        rest = tbs;
-    }
+    // An [0] EXPLICIT version comes first, except in v1 certificates.
+    let (tag, _, after_version) = element(tbs)?;
+    let rest = if tag == 0xa0 { after_version } else { tbs };
     let (tag, serial, rest) = element(rest)?;
     if tag != 0x02 {
         return None;

@@ -154,3 +154,28 @@ fn ticketer(files: &[std::path::PathBuf]) -> Result<Arc<dyn ProducesTickets>, St
     }
     Ok(Arc::new(tickets::SharedTickets::load(files)?))
 }
+
+/// How records of a new connection on `endpoint` will be encrypted. With `ktls = "auto"` the
+/// kernel's TLS ULP is looked for; handing the session keys to it is not built yet, so every
+/// connection is encrypted in userspace, and a kernel that offers the ULP is named once in the
+/// log.
+pub fn record_path(endpoint: &Endpoint) -> crate::access_log::Transport {
+    if endpoint.ktls == Ktls::Auto && kernel_offers_tls_ulp() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::info!(
+                "the kernel offers TLS offload (tcp_available_ulp lists tls), but this build encrypts in userspace"
+            )
+        });
+    }
+    crate::access_log::Transport::Tls
+}
+
+/// Whether `/proc/sys/net/ipv4/tcp_available_ulp` lists `tls` (read once).
+pub fn kernel_offers_tls_ulp() -> bool {
+    static OFFERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFFERED.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+            .is_ok_and(|s| s.split_whitespace().any(|u| u == "tls"))
+    })
+}
