@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The HTTPS tests make their certificates and drive handshakes with openssl, and scan the
+# listener with testssl.sh.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v testssl >/dev/null 2>&1 || command -v testssl.sh >/dev/null 2>&1 || missing+=(testssl.sh)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # The archive tests check every ZIP with these readers.
 command -v unzip >/dev/null 2>&1 || missing+=(unzip)

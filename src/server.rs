@@ -171,23 +171,29 @@ pub fn start_with(
         .enumerate()
         .flat_map(|(i, t)| t.listen.iter().map(move |a| (*a, i)))
         .collect();
-    let (listeners, addrs) = if inherited.is_empty() {
+    // Each listener's `[[tls]]` block, if it is an HTTPS listener: the plain addresses are bound
+    // first, then the HTTPS ones; an inherited socket is HTTPS when a block lists its address.
+    let (listeners, addrs, roles) = if inherited.is_empty() {
         let all: Vec<SocketAddr> = config
             .listen
             .iter()
             .copied()
             .chain(tls_addrs.iter().map(|(a, _)| *a))
             .collect();
-        crate::listen::bind_all(&all, workers, &config.socket)?
+        let (listeners, addrs) = crate::listen::bind_all(&all, workers, &config.socket)?;
+        let plain = std::iter::repeat_n(None, config.listen.len());
+        let roles = plain
+            .chain(tls_addrs.iter().map(|(_, i)| Some(*i)))
+            .collect();
+        (listeners, addrs, roles)
     } else {
-        share_inherited(&inherited, workers)?
+        let (listeners, addrs) = share_inherited(&inherited, workers)?;
+        let roles: Vec<Option<usize>> = addrs
+            .iter()
+            .map(|a| tls_addrs.iter().find(|(t, _)| t == a).map(|(_, i)| *i))
+            .collect();
+        (listeners, addrs, roles)
     };
-    // Each bound address's `[[tls]]` block (an inherited socket is HTTPS when its address is
-    // one a block lists).
-    let roles: Vec<Option<usize>> = addrs
-        .iter()
-        .map(|a| tls_addrs.iter().find(|(t, _)| t == a).map(|(_, i)| *i))
-        .collect();
     let stats = Stats::new(workers);
     let (tx, rx) = watch::channel(false);
     let admin_listen = config.admin_listen;
@@ -222,7 +228,7 @@ pub fn start_with(
     for (a, role) in addrs.iter().zip(&roles) {
         match role {
             None => tracing::info!("listening on {a}"),
-            Some(_) => tracing::info!("listening on {a} (HTTPS)"),
+            Some(_) => tracing::info!("listening for HTTPS on {a}"),
         }
     }
     Ok(RunningServer {

@@ -130,7 +130,8 @@ pub(super) fn check(
     Ok(out)
 }
 
-/// Resolve `texts`, refusing an empty list and any address already in `taken` (which grows).
+/// Resolve `texts`, refusing an empty list and any address already in `taken` (which grows);
+/// port 0 (the kernel picks one per listener) may repeat.
 fn addresses(texts: &[String], taken: &mut Vec<SocketAddr>) -> Result<Vec<SocketAddr>, String> {
     use std::net::ToSocketAddrs;
     if texts.is_empty() {
@@ -143,7 +144,7 @@ fn addresses(texts: &[String], taken: &mut Vec<SocketAddr>) -> Result<Vec<Socket
             .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
             .next()
             .ok_or_else(|| format!("{text:?} resolves to no address"))?;
-        if taken.contains(&addr) {
+        if addr.port() != 0 && taken.contains(&addr) {
             return Err(format!("{text:?} ({addr}) is already a listener"));
         }
         taken.push(addr);

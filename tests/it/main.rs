@@ -39,6 +39,8 @@ mod proxied;
 mod ranges;
 /// The small-body path: small files sent from memory with their head, exact and never stale.
 mod small;
+/// HTTPS: curl, Python, openssl s_client and testssl.sh against the TLS listeners.
+mod tls;
 /// Traversal spellings and symlinks: nothing outside the root is served.
 mod traversal;
 /// The zero-copy engine: sendfile counters, big and sparse files, truncation, slow readers.

@@ -109,6 +109,12 @@ impl Server {
             .expect("admin listener on")
     }
 
+    /// Every bound address: the plain listener first, then the HTTPS ones.
+    #[allow(dead_code)]
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.inner.as_ref().unwrap().local_addrs().to_vec()
+    }
+
     pub fn stats(&self) -> sendfiled::stats::Snapshot {
         self.inner.as_ref().unwrap().stats()
     }
@@ -285,6 +291,26 @@ pub struct Spawned {
     pub child: std::process::Child,
     pub addr: SocketAddr,
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Spawned {
+    /// The first HTTPS listener's address, from the start-up log.
+    #[allow(dead_code)]
+    pub fn tls_addr(&self) -> SocketAddr {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if let Some(a) = log.split("listening for HTTPS on ").nth(1) {
+                let addr = a.split_whitespace().next().unwrap_or("");
+                return addr.parse().unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no HTTPS listener: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Spawned {

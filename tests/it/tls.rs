@@ -1,0 +1,770 @@
+//! HTTPS with real clients: curl, Python's ssl and http.client, openssl s_client, testssl.sh,
+//! against certificates made by openssl for each test.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{self, curl, run_ok, Server, Spawned, Tree};
+
+/// A scratch PKI: a server CA with leaf certificates, and a client CA with a client certificate.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        pki.ca("ca", "sendfiled test CA");
+        pki.leaf(
+            "ca",
+            "localhost",
+            "DNS:localhost,IP:127.0.0.1",
+            "ec",
+            "serverAuth",
+        );
+        pki.ca("client-ca", "origin-pull CA");
+        pki.leaf("client-ca", "edge", "DNS:edge.test", "ec", "clientAuth");
+        pki.ca("rogue-ca", "someone else");
+        pki.leaf("rogue-ca", "rogue", "DNS:edge.test", "ec", "clientAuth");
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        run_ok(
+            Command::new("openssl")
+                .args(args)
+                .current_dir(self.dir.path()),
+            "openssl",
+        );
+    }
+
+    fn ca(&self, name: &str, subject: &str) {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        let subj = format!("/CN={subject}");
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "30",
+            "-subj",
+            &subj,
+        ]);
+    }
+
+    /// A certificate for `name` signed by `ca`, with a fresh random serial each call.
+    fn leaf(&self, ca: &str, name: &str, san: &str, kind: &str, usage: &str) {
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            self.path(&ext),
+            format!("subjectAltName={san}\nextendedKeyUsage={usage}\n"),
+        )
+        .unwrap();
+        let newkey: Vec<&str> = match kind {
+            "rsa" => vec!["-newkey", "rsa:2048"],
+            _ => vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        };
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let subj = format!("/CN={name}");
+        let mut req = vec!["req"];
+        req.extend(&newkey);
+        req.extend(["-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj]);
+        self.openssl(&req);
+        let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+        let serial = format!("0x{:x}", rand_u64());
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-set_serial",
+            &serial,
+            "-days",
+            "30",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ]);
+    }
+
+    /// The serial openssl reads from `name.pem`, lower-case hex.
+    fn serial(&self, name: &str) -> String {
+        let out = run_ok(
+            Command::new("openssl")
+                .args(["x509", "-noout", "-serial", "-in"])
+                .arg(self.path(&format!("{name}.pem"))),
+            "openssl x509",
+        );
+        let text = String::from_utf8(out).unwrap();
+        text.trim().trim_start_matches("serial=").to_lowercase()
+    }
+
+    /// A `[[tls]]` block on port 0 with the localhost certificate and `extra` keys.
+    fn block(&self, extra: &str) -> String {
+        format!(
+            "[[tls]]\nlisten = [\"127.0.0.1:0\"]\n{extra}\n[[tls.certificates]]\ncert = {:?}\nkey = {:?}\n",
+            self.path("localhost.pem"),
+            self.path("localhost.key"),
+        )
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() >> 1
+}
+
+/// A tree with a big file, a small one and a folder to archive.
+fn tree() -> (Tree, Vec<u8>) {
+    let t = Tree::new();
+    let big = Tree::noise(3 << 20, 7);
+    t.file("big.bin", &big);
+    t.file("small.txt", b"small and sweet\n");
+    t.file("docs/a.txt", &Tree::noise(100_000, 1));
+    t.file("docs/b.txt", b"bee\n");
+    (t, big)
+}
+
+/// An in-process server with one HTTPS listener; returns it with its HTTPS address.
+fn https_server(root: &Path, pki: &Pki, extra: &str) -> (Server, SocketAddr) {
+    let s = Server::start(root, &pki.block(extra));
+    let addr = s.addrs()[1];
+    (s, addr)
+}
+
+/// curl over HTTPS to `addr` as `localhost`, trusting the test CA.
+fn https_curl(pki: &Pki, addr: SocketAddr, path: &str, extra: &[&str]) -> (bool, Vec<u8>, String) {
+    let url = format!("https://localhost:{}{path}", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let ca = pki.path("ca.pem");
+    let mut args = vec!["--cacert", ca.to_str().unwrap(), "--resolve", &resolve];
+    args.extend(extra);
+    args.push(&url);
+    curl(&args)
+}
+
+/// openssl s_client to `addr` with `args`, sending `input`; its stdout and stderr.
+fn s_client(addr: SocketAddr, args: &[&str], input: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const GET_SMALL: &[u8] = b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn curl_gets_files_ranges_resumes_and_archives_over_https() {
+    let pki = Pki::new();
+    let (t, big) = tree();
+    let (s, addr) = https_server(&t.root(), &pki, "");
+    let (ok, body, err) = https_curl(&pki, addr, "/big.bin", &[]);
+    assert!(ok, "{err}");
+    assert!(body == big, "the body over HTTPS is the file");
+    let (ok, body, _) = https_curl(&pki, addr, "/big.bin", &["-r", "1000-1999"]);
+    assert!(ok && body == big[1000..2000], "a range over HTTPS");
+    let (ok, body, _) = https_curl(&pki, addr, "/small.txt", &[]);
+    assert!(ok && body == b"small and sweet\n");
+
+    let part = t.root().parent().unwrap().join("resumed.bin");
+    std::fs::write(&part, &big[..1_234_567]).unwrap();
+    let out = part.to_str().unwrap();
+    let (ok, _, err) = https_curl(&pki, addr, "/big.bin", &["-C", "-", "-o", out]);
+    assert!(ok, "{err}");
+    assert!(
+        std::fs::read(&part).unwrap() == big,
+        "curl -C - resumed to the whole file"
+    );
+
+    let zip = "/docs/?download=zip&compress=store";
+    let (ok, over_tls, _) = https_curl(&pki, addr, zip, &[]);
+    let (_, plain, _) = curl(&[&s.url(zip)]);
+    assert!(
+        ok && over_tls.len() > 100_000 && over_tls == plain,
+        "the archive is byte-exact"
+    );
+
+    let st = s.settled_stats();
+    assert_eq!(st.copied_bytes, 0, "nothing was copied from a mapping");
+    let whole_and_resumed = 2 * big.len() - 1_234_567;
+    assert!(
+        st.tls_body_bytes >= whole_and_resumed as u64,
+        "bodies left by pread: {st:?}"
+    );
+    assert_eq!(st.tls_userspace_connections, st.tls_handshakes);
+    assert!(st.tls_handshakes >= 5);
+}
+
+#[test]
+fn python_ssl_and_http_client_speak_to_it() {
+    let pki = Pki::new();
+    let (t, big) = tree();
+    let (_s, addr) = https_server(&t.root(), &pki, "");
+    let script = format!(
+        r#"
+import hashlib, http.client, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.set_alpn_protocols(["http/1.1"])
+c = http.client.HTTPSConnection("localhost", {port}, context=ctx)
+for _ in range(3):
+    c.request("GET", "/big.bin")
+    r = c.getresponse()
+    body = r.read()
+    print(r.status, r.version, len(body), hashlib.sha256(body).hexdigest(), c.sock.version(), c.sock.selected_alpn_protocol())
+"#,
+        ca = pki.path("ca.pem").to_str().unwrap(),
+        port = addr.port()
+    );
+    let out = run_ok(Command::new("python3").arg("-c").arg(&script), "python3");
+    let out = String::from_utf8(out).unwrap();
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&big)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let want = format!("200 11 {} {digest} TLSv1.3 http/1.1", big.len());
+    assert_eq!(out.lines().count(), 3, "{out}");
+    for line in out.lines() {
+        assert_eq!(
+            line, want,
+            "three responses on one keep-alive HTTPS connection"
+        );
+    }
+}
+
+#[test]
+fn s_client_negotiates_tls_1_2_and_1_3_with_alpn() {
+    let pki = Pki::new();
+    let (t, _) = tree();
+    let (_s, addr) = https_server(&t.root(), &pki, "");
+    let ca = pki.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    for (flag, version) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let out = s_client(
+            addr,
+            &[
+                flag,
+                "-alpn",
+                "http/1.1",
+                "-servername",
+                "localhost",
+                "-CAfile",
+                ca,
+                "-ign_eof",
+            ],
+            GET_SMALL,
+        );
+        assert!(
+            out.contains(&format!("Protocol: {version}"))
+                || out.contains(&format!("New, {version}")),
+            "{out}"
+        );
+        assert!(out.contains("ALPN protocol: http/1.1"), "{out}");
+        assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+        assert!(out.contains("small and sweet"), "{out}");
+    }
+    // The client is allowed TLS 1.1 (security level 0), so the refusal is the server's.
+    let out = s_client(
+        addr,
+        &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"],
+        GET_SMALL,
+    );
+    assert!(
+        out.contains("no peer certificate available") && !out.contains("sweet"),
+        "TLS 1.1 is refused: {out}"
+    );
+    let out = s_client(addr, &["-alpn", "h2", "-tls1_3"], b"");
+    assert!(
+        out.contains("no application protocol") || out.contains("alert"),
+        "an h2-only client is refused: {out}"
+    );
+}
+
+#[test]
+fn sni_chooses_the_certificate_for_the_name() {
+    let pki = Pki::new();
+    pki.leaf("ca", "other", "DNS:other.test", "rsa", "serverAuth");
+    let (t, _) = tree();
+    let extra = format!(
+        "[[tls.certificates]]\ncert = {:?}\nkey = {:?}\n",
+        pki.path("other.pem"),
+        pki.path("other.key")
+    );
+    let config = format!("{}{extra}", pki.block(""));
+    let s = Server::start(&t.root(), &config);
+    let addr = s.addrs()[1];
+    let ca = pki.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let other = s_client(addr, &["-servername", "other.test", "-CAfile", ca], b"");
+    assert!(
+        other.contains("CN=other") || other.contains("CN = other"),
+        "{other}"
+    );
+    assert!(other.contains("Verify return code: 0 (ok)"), "{other}");
+    let local = s_client(addr, &["-servername", "localhost", "-CAfile", ca], b"");
+    assert!(
+        local.contains("CN=localhost") || local.contains("CN = localhost"),
+        "{local}"
+    );
+    let unknown = s_client(addr, &["-servername", "nobody.test"], b"");
+    assert!(
+        unknown.contains("CN=localhost") || unknown.contains("CN = localhost"),
+        "the first certificate is the default: {unknown}"
+    );
+}
+
+#[test]
+fn sessions_resume_across_two_nodes_sharing_a_ticket_key_file() {
+    let pki = Pki::new();
+    let (t, _) = tree();
+    std::fs::write(
+        pki.path("tickets.key"),
+        b"a fleet-wide ticket secret, 32 bytes+\n",
+    )
+    .unwrap();
+    let keys = format!("ticket_keys = [{:?}]", pki.path("tickets.key"));
+    let (_a, node_a) = https_server(&t.root(), &pki, &keys);
+    let (_b, node_b) = https_server(&t.root(), &pki, &keys);
+    let (_c, loner) = https_server(&t.root(), &pki, "");
+    for version in ["-tls1_2", "-tls1_3"] {
+        let session = pki.path(&format!("session{version}.pem"));
+        let session = session.to_str().unwrap();
+        let first = s_client(
+            node_a,
+            &[version, "-sess_out", session, "-ign_eof"],
+            GET_SMALL,
+        );
+        assert!(first.contains("small and sweet"), "{first}");
+        let again = s_client(
+            node_b,
+            &[version, "-sess_in", session, "-ign_eof"],
+            GET_SMALL,
+        );
+        assert!(
+            again.contains("Reused, TLSv1."),
+            "node B resumed node A's session ({version}): {again}"
+        );
+        let foreign = s_client(
+            loner,
+            &[version, "-sess_in", session, "-ign_eof"],
+            GET_SMALL,
+        );
+        assert!(
+            foreign.contains("New, TLSv1."),
+            "a node with other keys makes a full handshake: {foreign}"
+        );
+        assert!(
+            foreign.contains("small and sweet"),
+            "and still answers: {foreign}"
+        );
+    }
+}
+
+#[test]
+fn client_certificates_gate_the_listener_when_a_ca_is_set() {
+    let pki = Pki::new();
+    let (t, _) = tree();
+    let extra = format!("client_ca = {:?}", pki.path("client-ca.pem"));
+    let (s, addr) = https_server(&t.root(), &pki, &extra);
+    let with = |name: &str| {
+        let (cert, key) = (
+            pki.path(&format!("{name}.pem")),
+            pki.path(&format!("{name}.key")),
+        );
+        https_curl(
+            &pki,
+            addr,
+            "/small.txt",
+            &[
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+        )
+    };
+    let (ok, body, err) = with("edge");
+    assert!(
+        ok && body == b"small and sweet\n",
+        "the origin-pull certificate is accepted: {err}"
+    );
+    let (ok, body, _) = with("rogue");
+    assert!(
+        !ok && body.is_empty(),
+        "a certificate from another CA is refused"
+    );
+    let (ok, body, _) = https_curl(&pki, addr, "/small.txt", &[]);
+    assert!(!ok && body.is_empty(), "no certificate is refused");
+    let st = s.settled_stats();
+    assert_eq!(
+        st.requests, 1,
+        "only the authenticated client reached the service"
+    );
+    assert!(
+        st.tls_handshake_failures[5] >= 1,
+        "counted as client_certificate: {st:?}"
+    );
+}
+
+#[test]
+fn hostile_handshakes_are_closed_and_counted() {
+    let pki = Pki::new();
+    let (t, _) = tree();
+    let (s, addr) = https_server(&t.root(), &pki, "handshake_timeout = \"1s\"");
+    // Garbage instead of a ClientHello.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    assert!(support::closed_within(&mut c, 5), "garbage is closed");
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(b"\x00\x01binary noise").unwrap();
+    assert!(support::closed_within(&mut c, 5), "not TLS is closed");
+    // Half a ClientHello, then silence: the handshake timeout closes it.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        support::closed_within(&mut c, 5),
+        "a stalled handshake is closed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "by the timeout, not at once"
+    );
+    // Plain HTTP to the TLS port: a plain 400 that says so, nothing served.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(GET_SMALL).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    drop(c);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("speaks HTTPS") && !answer.contains("sweet"),
+        "{answer}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.stats().tls_handshake_failures[2] == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = s.settled_stats();
+    let f = st.tls_handshake_failures;
+    assert!(
+        f[0] >= 1 && f[2] == 1 && f[3] == 1 && f[6] >= 1,
+        "timeout, plain_http, not_tls, protocol: {f:?}"
+    );
+    assert_eq!(st.requests, 0);
+}
+
+#[test]
+fn a_thousand_dropped_handshakes_leave_no_descriptor_behind() {
+    let pki = Pki::new();
+    let (t, _) = tree();
+    let config = t.root().parent().unwrap().join("tls.toml");
+    std::fs::write(&config, pki.block("handshake_timeout = \"2s\"")).unwrap();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let addr = server.tls_addr();
+    let baseline = server.fds();
+    let hello = client_hello_prefix();
+    for i in 0..1000 {
+        let mut c = TcpStream::connect(addr).unwrap();
+        if i % 2 == 0 {
+            let _ = c.write_all(&hello);
+        }
+        drop(c);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.fds() > baseline + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server.fds() <= baseline + 2,
+        "descriptors back to baseline: {} vs {baseline}",
+        server.fds()
+    );
+    let out = s_client(addr, &["-ign_eof"], GET_SMALL);
+    assert!(out.contains("small and sweet"), "still serving: {out}");
+}
+
+/// The first bytes of a real ClientHello (from openssl), cut before its end.
+fn client_hello_prefix() -> Vec<u8> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut c, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 100];
+    c.read_exact(&mut buf).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    buf.to_vec()
+}
+
+#[test]
+fn sighup_loads_a_renewed_certificate_while_a_download_runs() {
+    let pki = Pki::new();
+    let t = Tree::new();
+    let big = Tree::noise(64 << 20, 3);
+    t.file("big.bin", &big);
+    let config = t.root().parent().unwrap().join("tls.toml");
+    std::fs::write(&config, pki.block("")).unwrap();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let addr = server.tls_addr();
+    let old_serial = pki.serial("localhost");
+    let seen = |out: &str| out.to_lowercase().contains(&old_serial);
+    let first = s_client(addr, &["-showcerts"], b"");
+    assert!(first.contains("BEGIN CERTIFICATE"), "{first}");
+
+    // A slow download in flight across the reload.
+    let dest = t.root().parent().unwrap().join("download.bin");
+    let url = format!("https://localhost:{}/big.bin", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let mut download = Command::new("curl")
+        .args(["-sS", "--limit-rate", "16M", "--cacert"])
+        .arg(pki.path("ca.pem"))
+        .args(["--resolve", &resolve, "-o"])
+        .arg(&dest)
+        .arg(&url)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+
+    pki.leaf(
+        "ca",
+        "localhost",
+        "DNS:localhost,IP:127.0.0.1",
+        "ec",
+        "serverAuth",
+    );
+    let new_serial = pki.serial("localhost");
+    assert_ne!(old_serial, new_serial);
+    support::signal(server.pid(), "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now_serving = String::new();
+    while Instant::now() < deadline {
+        now_serving = serial_served(addr);
+        if now_serving == new_serial {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        now_serving, new_serial,
+        "new connections see the renewed certificate"
+    );
+    assert!(!seen(&now_serving));
+    let status = download.wait().unwrap();
+    assert!(status.success(), "the download in flight completed");
+    assert!(std::fs::read(&dest).unwrap() == big, "byte-exact");
+
+    // A broken certificate file keeps the running one, and the log names the file.
+    std::fs::write(
+        pki.path("localhost.pem"),
+        b"-----BEGIN CERTIFICATE-----\nbroken\n",
+    )
+    .unwrap();
+    support::signal(server.pid(), "HUP");
+    support::wait_for_log(&server, "localhost.pem", 1);
+    assert_eq!(serial_served(addr), new_serial, "the old certificate stays");
+}
+
+/// The serial of the certificate `addr` presents, lower-case hex.
+fn serial_served(addr: SocketAddr) -> String {
+    let pem = s_client(addr, &[], b"");
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().trim_start_matches("serial=").to_lowercase()
+}
+
+#[test]
+fn a_file_cut_short_during_an_https_download_aborts_it() {
+    let pki = Pki::new();
+    let t = Tree::new();
+    let path = t.file("shrinks.bin", &Tree::noise(32 << 20, 9));
+    let (_s, addr) = https_server(&t.root(), &pki, "");
+    let url = format!("https://localhost:{}/shrinks.bin", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let download = Command::new("curl")
+        .args([
+            "-sS",
+            "--limit-rate",
+            "4M",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            "--cacert",
+        ])
+        .arg(pki.path("ca.pem"))
+        .args(["--resolve", &resolve, &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let out = download.wait_with_output().unwrap();
+    assert!(!out.status.success(), "curl saw the response cut short");
+    let got: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        got > 1 << 20 && got < 32 << 20,
+        "the download ran, and fewer bytes than announced came: {got}"
+    );
+}
+
+#[test]
+fn testssl_finds_no_old_protocol_weak_cipher_or_renegotiation() {
+    let tool = ["testssl", "testssl.sh"].into_iter().find(|t| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(tool) = tool else {
+        println!("SKIPPED: testssl.sh is not installed (scripts/test.sh installs it)");
+        return;
+    };
+    let pki = Pki::new();
+    let (t, _) = tree();
+    let (_s, addr) = https_server(&t.root(), &pki, "");
+    let json = pki.path("testssl.json");
+    let out = Command::new(tool)
+        .args([
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+            "--protocols",
+            "--std",
+            "--renegotiation",
+            "--jsonfile",
+        ])
+        .arg(&json)
+        .arg(format!("127.0.0.1:{}", addr.port()))
+        .output()
+        .unwrap();
+    let report = std::fs::read_to_string(&json).unwrap_or_else(|_| {
+        panic!(
+            "testssl wrote no report: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&report).unwrap();
+    let find = |id: &str| {
+        findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .map(|f| f["finding"].as_str().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no {id} in the report"))
+    };
+    for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert!(find(old).starts_with("not offered"), "{old}: {}", find(old));
+    }
+    assert!(find("TLS1_2").starts_with("offered"), "{}", find("TLS1_2"));
+    assert!(find("TLS1_3").starts_with("offered"), "{}", find("TLS1_3"));
+    assert_eq!(find("ALPN"), "http/1.1");
+    assert!(find("cipherlist_STRONG").starts_with("offered"));
+    for weak in [
+        "cipherlist_NULL",
+        "cipherlist_aNULL",
+        "cipherlist_EXPORT",
+        "cipherlist_LOW",
+        "cipherlist_3DES_IDEA",
+        "cipherlist_AVERAGE",
+    ] {
+        assert!(
+            find(weak).starts_with("not offered"),
+            "{weak}: {}",
+            find(weak)
+        );
+    }
+    let reneg = find("secure_client_renego");
+    assert!(
+        reneg.contains("not vulnerable") || reneg.starts_with("not"),
+        "client renegotiation: {reneg}"
+    );
+}
