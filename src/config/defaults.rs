@@ -45,3 +45,5 @@ pub const ZIP_MAX_REQUEST_BODY: u64 = 1 << 20;
 pub const ZIP_MAX_DEPTH: usize = 128;
 /// Bytes per second the background digest thread may read (a fraction of one core's SHA-256).
 pub const DIGEST_READ_RATE: u64 = 256 * 1024 * 1024;
+/// Seconds a client gets to complete its TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;

@@ -20,7 +20,7 @@ mod tls;
 
 pub use raw::*;
 pub use reload::dropped_protections;
-pub use tls::{CertificateFiles, Ktls, RawCertificate, RawTls, TlsListener, TlsVersion};
+pub use tls::{CertificateFiles, TlsListener};
 
 /// A configuration problem, printed as one line: `<file>: <key>: <what is wrong>`.
 #[derive(Debug)]
@@ -79,6 +79,25 @@ pub enum SymlinkRule {
     InsideRoot,
     /// Symlinks are followed wherever they point (the operator trusts the tree).
     Follow,
+}
+
+/// A protocol version a listener offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// Whether to hand the session keys to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ktls {
+    /// Use kernel TLS where the kernel offers it, userspace TLS where it does not.
+    Auto,
+    /// Always userspace TLS.
+    Off,
 }
 
 /// How archive entries are stored (the `compress` parameter and `zip.compress`).

@@ -220,6 +220,7 @@ impl From<&TlsListener> for RawTls {
                 })
                 .collect(),
             versions: Some(t.versions.clone()),
+            cipher_suites: t.cipher_suites.clone(),
             ktls: Some(t.ktls),
             handshake_timeout: secs(t.handshake_timeout),
             ticket_keys: t.ticket_keys.clone(),

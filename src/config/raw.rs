@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Compress, ConfigError, DotfileRule, SymlinkRule};
+use super::{Compress, ConfigError, DotfileRule, Ktls, SymlinkRule, TlsVersion};
 
 /// A duration written as `"10s"`, `"500ms"`, `"2m"`, `"1h"`, or a bare number of seconds.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -56,7 +56,31 @@ pub struct RawConfig {
     pub listing: Option<RawListing>,
     pub digests: Option<RawDigests>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tls: Vec<super::tls::RawTls>,
+    pub tls: Vec<RawTls>,
+}
+
+/// `[[tls]]` as serde reads it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: Vec<String>,
+    pub certificates: Vec<RawCertificate>,
+    pub versions: Option<Vec<TlsVersion>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    pub ktls: Option<Ktls>,
+    pub handshake_timeout: Option<DurationText>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ticket_keys: Vec<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[[tls.certificates]]`: a PEM chain (leaf first) and its PEM private key.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[precompressed]`: serve `x.br`, `x.zst`, `x.gz` beside `x` when the client accepts them.

@@ -1,4 +1,4 @@
-//! `[[tls]]`: HTTPS listeners, as read and as validated. Each block is one group of addresses
+//! `[[tls]]`: HTTPS listeners, validated. Each block is one group of addresses
 //! with its own certificates, protocol versions, client-certificate rule and ticket keys. The
 //! files are only named and checked for readability here; `crate::tls` loads them (at start-up
 //! and on every SIGHUP).
@@ -7,54 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::raw::DurationText;
-use super::ConfigError;
-
-/// Seconds a client gets to complete its handshake.
-pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
-
-/// `[[tls]]` as serde reads it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub listen: Vec<String>,
-    pub certificates: Vec<RawCertificate>,
-    pub versions: Option<Vec<TlsVersion>>,
-    pub ktls: Option<Ktls>,
-    pub handshake_timeout: Option<DurationText>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ticket_keys: Vec<PathBuf>,
-    pub client_ca: Option<PathBuf>,
-}
-
-/// `[[tls.certificates]]`: a PEM chain (leaf first) and its PEM private key.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCertificate {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// A protocol version a listener offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-pub enum TlsVersion {
-    #[serde(rename = "1.2")]
-    Tls12,
-    #[serde(rename = "1.3")]
-    Tls13,
-}
-
-/// Whether to hand the session keys to the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Ktls {
-    /// Use kernel TLS where the kernel offers it, userspace TLS where it does not.
-    Auto,
-    /// Always userspace TLS.
-    Off,
-}
+use super::defaults::TLS_HANDSHAKE_TIMEOUT_SECS;
+use super::raw::RawTls;
+use super::{ConfigError, Ktls, TlsVersion};
 
 /// One validated `[[tls]]` block.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +18,9 @@ pub struct TlsListener {
     /// Certificate chain and key files, absolute; the first is the default (no SNI, no match).
     pub certificates: Vec<CertificateFiles>,
     pub versions: Vec<TlsVersion>,
+    /// The suites offered, by IANA name, in order of preference; empty: the provider's
+    /// (AES-GCM and ChaCha20-Poly1305 with ECDHE only).
+    pub cipher_suites: Vec<String>,
     pub ktls: Ktls,
     pub handshake_timeout: Duration,
     /// Session-ticket key files, newest first: the first issues, all decrypt. Empty: keys of
@@ -115,12 +73,13 @@ pub(super) fn check(
             return Err(err("versions", "needs \"1.2\", \"1.3\" or both".into()));
         }
         let handshake_timeout =
-            super::check::nonzero_duration(&block.handshake_timeout, HANDSHAKE_TIMEOUT_SECS)
+            super::check::nonzero_duration(&block.handshake_timeout, TLS_HANDSHAKE_TIMEOUT_SECS)
                 .map_err(|m| err("handshake_timeout", m))?;
         out.push(TlsListener {
             listen,
             certificates,
             versions,
+            cipher_suites: block.cipher_suites.clone(),
             ktls: block.ktls.unwrap_or(Ktls::Auto),
             handshake_timeout,
             ticket_keys: block.ticket_keys.iter().map(|p| base.join(p)).collect(),

@@ -40,7 +40,7 @@ pub struct Endpoint {
 /// Load every file `listener` names and build its server configuration. The error names the
 /// file at fault.
 pub fn compile(listener: &TlsListener) -> Result<Endpoint, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider(&listener.cipher_suites)?);
     let mut certs = Vec::new();
     let mut certificates = Vec::new();
     for files in &listener.certificates {
@@ -73,6 +73,26 @@ pub fn compile(listener: &TlsListener) -> Result<Endpoint, String> {
         handshake_timeout: listener.handshake_timeout,
         ktls: listener.ktls,
     })
+}
+
+/// The ring provider, its suites cut down to `names` (in that order) when any are given.
+fn provider(names: &[String]) -> Result<CryptoProvider, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if names.is_empty() {
+        return Ok(provider);
+    }
+    let all = std::mem::take(&mut provider.cipher_suites);
+    for name in names {
+        let suite = all
+            .iter()
+            .find(|s| s.suite().as_str() == Some(name.as_str()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = all.iter().filter_map(|s| s.suite().as_str()).collect();
+                format!("cipher_suites: {name:?} is not one of {}", known.join(", "))
+            })?;
+        provider.cipher_suites.push(*suite);
+    }
+    Ok(provider)
 }
 
 /// A chain and its key, checked to belong together.
