@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::access_log::Transport;
 use crate::conn::ConnShared;
 use crate::framing::{EarlyRefusal, Spoil};
-use crate::io::SendfileIo;
+use crate::io::{Security, SendfileIo};
 use crate::service::FileService;
 use crate::settings::Settings;
 use crate::stats::WorkerStats;
@@ -183,10 +183,10 @@ async fn serve_connection(
     if let Some(bytes) = send_buffer {
         let _ = crate::sys::set_send_buffer(&tcp, bytes);
     }
-    let (tcp, session, transport) = match tls {
-        None => (tcp, None, Transport::Plain),
+    let (tcp, security, transport) = match tls {
+        None => (tcp, Security::Plain, Transport::Plain),
         Some(block) => match handshake(tcp, block, &worker, peer).await {
-            Some((tcp, session, transport)) => (tcp, Some(session), transport),
+            Some(secured) => secured,
             None => return,
         },
     };
@@ -197,7 +197,7 @@ async fn serve_connection(
         refused,
         transport,
     ));
-    let io = TokioIo::new(SendfileIo::new(tcp, conn.clone(), session));
+    let io = TokioIo::new(SendfileIo::new(tcp, conn.clone(), security));
     let conn_for_log = conn.clone();
     let connection = worker
         .http
@@ -231,30 +231,56 @@ async fn serve_connection(
 }
 
 /// The TLS handshake of a connection on the listener of `[[tls]]` block `block`, counted by
-/// outcome; `None` when it failed (the connection is closed).
+/// outcome, and the session handed to the kernel when `ktls = "auto"` and it takes it; `None`
+/// when it failed (the connection is closed).
 async fn handshake(
     tcp: TcpStream,
     block: usize,
     worker: &Worker,
     peer: SocketAddr,
-) -> Option<(TcpStream, rustls::ServerConnection, Transport)> {
+) -> Option<(TcpStream, Security, Transport)> {
     let settings = worker.settings();
     let endpoint = settings.tls.get(block)?;
     let stats = worker.stats();
     match crate::tls::handshake::accept(tcp, endpoint).await {
         Ok((tcp, session)) => {
             WorkerStats::add(&stats.tls_handshakes, 1);
-            let transport = crate::tls::record_path(endpoint);
-            let counter = match transport {
-                Transport::Ktls => &stats.tls_kernel_connections,
-                _ => &stats.tls_userspace_connections,
-            };
-            WorkerStats::add(counter, 1);
-            Some((tcp, session, transport))
+            if endpoint.ktls == crate::config::Ktls::Off {
+                WorkerStats::add(&stats.tls_userspace_connections, 1);
+                return Some((tcp, Security::Rustls(Box::new(session)), Transport::Tls));
+            }
+            offload(tcp, session, worker, peer)
         }
         Err(why) => {
             WorkerStats::add(&stats.tls_handshake_failures[why.index()], 1);
             tracing::debug!(client = %peer, reason = ?why, "TLS handshake failed");
+            None
+        }
+    }
+}
+
+/// Hand a session to the kernel, or keep it in userspace when the kernel cannot take it.
+fn offload(
+    tcp: TcpStream,
+    session: rustls::ServerConnection,
+    worker: &Worker,
+    peer: SocketAddr,
+) -> Option<(TcpStream, Security, Transport)> {
+    use crate::tls::kernel::Offload;
+    let stats = worker.stats();
+    match crate::tls::kernel::offload(tcp, session) {
+        Offload::Kernel { tcp, prefix } => {
+            WorkerStats::add(&stats.tls_kernel_connections, 1);
+            Some((tcp, Security::Kernel(prefix), Transport::Ktls))
+        }
+        Offload::Userspace { tcp, session, why } => {
+            WorkerStats::add(&stats.tls_userspace_connections, 1);
+            tracing::trace!(client = %peer, why, "TLS stays in userspace");
+            Some((tcp, Security::Rustls(session), Transport::Tls))
+        }
+        Offload::Failed(e) => {
+            WorkerStats::add(&stats.tls_kernel_failures, 1);
+            tracing::warn!(client = %peer, error = %e, "kernel TLS took the session but not its keys; connection closed");
             None
         }
     }

@@ -77,6 +77,8 @@ counters! {
     tls_handshakes,
     /// HTTPS connections whose records the kernel encrypts (kTLS).
     tls_kernel_connections,
+    /// Connections lost because the kernel took the TLS ULP but refused the keys.
+    tls_kernel_failures,
     /// HTTPS connections encrypted in userspace by rustls.
     tls_userspace_connections,
     /// File body bytes sent from memory in the same write as their head (the small-body path).

@@ -22,14 +22,26 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
 mod drip;
+mod ktls;
 mod residency;
 mod timer;
 mod tls;
 
 use drip::DripWatch;
+use ktls::KernelTls;
 use residency::{still_has_bytes, warm_range, ResidentWindow, READAHEAD_CHUNKS};
 use timer::{poll_lazy_deadline, poll_timer};
 use tls::TlsSession;
+
+/// How the bytes of a connection are carried.
+pub enum Security {
+    /// Plain HTTP.
+    Plain,
+    /// HTTPS encrypted by rustls in this process.
+    Rustls(Box<rustls::ServerConnection>),
+    /// HTTPS encrypted by the kernel; the plaintext rustls decrypted before the hand-over.
+    Kernel(Vec<u8>),
+}
 
 use crate::conn::{ConnShared, Phase};
 use crate::framing::StreamGuard;
@@ -62,16 +74,14 @@ pub struct SendfileIo {
     stepping_aside: Option<Pin<Box<dyn Future<Output = ()>>>>,
     /// The TLS session of an HTTPS connection (userspace TLS); `None` for plain HTTP.
     tls: Option<Box<TlsSession>>,
+    /// The read side of a kernel TLS connection (its writes are plain ones).
+    kernel_tls: Option<Box<KernelTls>>,
 }
 
 impl SendfileIo {
     /// Wrap an accepted connection (with its TLS session, for HTTPS). The first request must
     /// start within the header timeout.
-    pub fn new(
-        tcp: TcpStream,
-        conn: std::rc::Rc<ConnShared>,
-        tls: Option<rustls::ServerConnection>,
-    ) -> Self {
+    pub fn new(tcp: TcpStream, conn: std::rc::Rc<ConnShared>, security: Security) -> Self {
         let deadline = Instant::now() + conn.worker.config().limits.header_timeout;
         conn.phase.set(Phase::Idle {
             deadline: Some(deadline),
@@ -89,8 +99,20 @@ impl SendfileIo {
             guard: StreamGuard::default(),
             burst: 0,
             stepping_aside: None,
-            tls: tls.map(|t| Box::new(TlsSession::new(t))),
+            tls: None,
+            kernel_tls: None,
         }
+        .secured(security)
+    }
+
+    /// Take the connection's TLS state, if any.
+    fn secured(mut self, security: Security) -> Self {
+        match security {
+            Security::Plain => {}
+            Security::Rustls(session) => self.tls = Some(Box::new(TlsSession::new(*session))),
+            Security::Kernel(prefix) => self.kernel_tls = Some(Box::new(KernelTls::new(prefix))),
+        }
+        self
     }
 
     fn stats(&self) -> &WorkerStats {
@@ -348,9 +370,10 @@ impl AsyncRead for SendfileIo {
         let this = self.get_mut();
         let phase = this.conn.phase.get();
         let before = buf.filled().len();
-        let read = match &mut this.tls {
-            Some(tls) => tls.poll_read(&this.tcp, cx, buf),
-            None => Pin::new(&mut this.tcp).poll_read(cx, buf),
+        let read = match (&mut this.tls, &mut this.kernel_tls) {
+            (Some(tls), _) => tls.poll_read(&this.tcp, cx, buf),
+            (None, Some(kernel)) => kernel.poll_read(&this.tcp, cx, buf),
+            (None, None) => Pin::new(&mut this.tcp).poll_read(cx, buf),
         };
         match read {
             Poll::Ready(Ok(())) => {
@@ -482,6 +505,9 @@ impl AsyncWrite for SendfileIo {
         let this = self.get_mut();
         if let Some(tls) = &mut this.tls {
             ready!(tls.poll_close(&this.tcp, cx))?;
+        }
+        if let Some(kernel) = &mut this.kernel_tls {
+            kernel.close(&this.tcp);
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }

@@ -9,6 +9,7 @@
 mod alloc;
 #[cfg(feature = "fault-injection")]
 mod fault;
+pub mod ktls;
 mod mmap;
 mod net;
 mod open;

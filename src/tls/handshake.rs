@@ -9,7 +9,9 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 
+use super::records::RecordReader;
 use super::Endpoint;
+use crate::config::Ktls;
 
 /// Why a handshake did not complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,9 +74,22 @@ pub async fn accept(
         return Err(Failure::NotTls);
     }
     let acceptor = TlsAcceptor::from(endpoint.server.clone());
-    match timeout_at(deadline, acceptor.accept(tcp)).await {
+    let done = if endpoint.ktls == Ktls::Auto {
+        // The session may go to the kernel: rustls must not read past the handshake's records.
+        let stream = timeout_at(deadline, acceptor.accept(RecordReader::new(tcp))).await;
+        stream.map(|r| {
+            r.map(|s| {
+                let (io, session) = s.into_inner();
+                (io.into_inner(), session)
+            })
+        })
+    } else {
+        let stream = timeout_at(deadline, acceptor.accept(tcp)).await;
+        stream.map(|r| r.map(|s| s.into_inner()))
+    };
+    match done {
         Err(_) => Err(Failure::Timeout),
-        Ok(Ok(stream)) => Ok(stream.into_inner()),
+        Ok(Ok(done)) => Ok(done),
         Ok(Err(e)) => Err(classify(&e)),
     }
 }

@@ -19,6 +19,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 mod certinfo;
 pub mod handshake;
+pub mod kernel;
+mod records;
 mod resolve;
 mod tickets;
 
@@ -67,6 +69,8 @@ pub fn compile(listener: &TlsListener) -> Result<Endpoint, String> {
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     server.ticketer = ticketer(&listener.ticket_keys)?;
     server.max_early_data_size = 0;
+    // kTLS needs the session's keys once the handshake is done.
+    server.enable_secret_extraction = listener.ktls == Ktls::Auto;
     Ok(Endpoint {
         server: Arc::new(server),
         certificates,
@@ -173,29 +177,4 @@ fn ticketer(files: &[std::path::PathBuf]) -> Result<Arc<dyn ProducesTickets>, St
         return rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tickets: {e}"));
     }
     Ok(Arc::new(tickets::SharedTickets::load(files)?))
-}
-
-/// How records of a new connection on `endpoint` will be encrypted. With `ktls = "auto"` the
-/// kernel's TLS ULP is looked for; handing the session keys to it is not built yet, so every
-/// connection is encrypted in userspace, and a kernel that offers the ULP is named once in the
-/// log.
-pub fn record_path(endpoint: &Endpoint) -> crate::access_log::Transport {
-    if endpoint.ktls == Ktls::Auto && kernel_offers_tls_ulp() {
-        static SAID: std::sync::Once = std::sync::Once::new();
-        SAID.call_once(|| {
-            tracing::info!(
-                "the kernel offers TLS offload (tcp_available_ulp lists tls), but this build encrypts in userspace"
-            )
-        });
-    }
-    crate::access_log::Transport::Tls
-}
-
-/// Whether `/proc/sys/net/ipv4/tcp_available_ulp` lists `tls` (read once).
-pub fn kernel_offers_tls_ulp() -> bool {
-    static OFFERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFFERED.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
-            .is_ok_and(|s| s.split_whitespace().any(|u| u == "tls"))
-    })
 }
