@@ -40,6 +40,14 @@ pub fn offload(tcp: TcpStream, mut session: ServerConnection) -> Offload {
     if session.wants_write() {
         return keep(tcp, session, "records still queued");
     }
+    let suite = session.negotiated_cipher_suite().map(|s| s.suite());
+    if !suite.is_some_and(|s| kernel_takes(version, s)) {
+        return keep(
+            tcp,
+            session,
+            "the kernel cannot take this version and suite",
+        );
+    }
     if ktls::attach_ulp(tcp.as_fd()).is_err() {
         return keep(tcp, session, "no TLS ULP in the kernel");
     }
@@ -51,6 +59,61 @@ pub fn offload(tcp: TcpStream, mut session: ServerConnection) -> Offload {
     match install(&tcp, version, session) {
         Ok(()) => Offload::Kernel { tcp, prefix },
         Err(e) => Offload::Failed(e),
+    }
+}
+
+/// Whether the kernel takes keys of `suite` for `version`, tried once per process on a loopback
+/// connection of its own (with throwaway keys), so that a kernel without the cipher (or without
+/// the ULP) costs a session nothing: it is kept in userspace before anything is handed over.
+fn kernel_takes(version: ProtocolVersion, suite: rustls::CipherSuite) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static KNOWN: Mutex<Option<HashMap<(u16, u16), bool>>> = Mutex::new(None);
+    let key = (u16::from(version), u16::from(suite));
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let known = known.get_or_insert_with(HashMap::new);
+    *known
+        .entry(key)
+        .or_insert_with(|| probe(version, suite).is_ok())
+}
+
+/// Attach the ULP to a fresh loopback connection and install zero keys of `suite`.
+fn probe(version: ProtocolVersion, suite: rustls::CipherSuite) -> std::io::Result<()> {
+    use rustls::CipherSuite as S;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let _server = listener.accept()?;
+    ktls::attach_ulp(client.as_fd())?;
+    let cipher = match suite {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => Cipher::Aes128Gcm,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => Cipher::Aes256Gcm,
+        _ => Cipher::Chacha20Poly1305,
+    };
+    let unsupported = || std::io::Error::other("not a version the kernel knows");
+    let info = crypto_info(version, 0, cipher, &[0; 32][..cipher.key_len()], &[0; 12])
+        .ok_or_else(unsupported)?;
+    ktls::install_tx(client.as_fd(), &info)?;
+    ktls::install_rx(client.as_fd(), &info)
+}
+
+/// The AEADs the kernel's record layer knows.
+#[derive(Clone, Copy)]
+enum Cipher {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20Poly1305,
+}
+
+impl Cipher {
+    fn key_len(self) -> usize {
+        match self {
+            Cipher::Aes128Gcm => 16,
+            _ => 32,
+        }
     }
 }
 
@@ -66,10 +129,27 @@ fn install(
     let unsupported = || std::io::Error::other("cipher suite or version the kernel cannot take");
     let (tx_seq, tx) = secrets.tx;
     let (rx_seq, rx) = secrets.rx;
-    let tx = crypto_info(version, tx_seq, tx).ok_or_else(unsupported)?;
-    let rx = crypto_info(version, rx_seq, rx).ok_or_else(unsupported)?;
+    let tx = from_secrets(version, tx_seq, tx).ok_or_else(unsupported)?;
+    let rx = from_secrets(version, rx_seq, rx).ok_or_else(unsupported)?;
     ktls::install_tx(tcp.as_fd(), &tx)?;
     ktls::install_rx(tcp.as_fd(), &rx)
+}
+
+/// One direction's keys as rustls hands them over, for the kernel.
+fn from_secrets(
+    version: ProtocolVersion,
+    seq: u64,
+    secrets: ConnectionTrafficSecrets,
+) -> Option<TlsCryptoInfo> {
+    let (cipher, key, iv) = match &secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Cipher::Aes128Gcm, key, iv),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Cipher::Aes256Gcm, key, iv),
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+            (Cipher::Chacha20Poly1305, key, iv)
+        }
+        _ => return None,
+    };
+    crypto_info(version, seq, cipher, key.as_ref(), iv.as_ref())
 }
 
 /// The kernel's description of one direction's keys: `salt` is the first 4 bytes of the
@@ -78,7 +158,9 @@ fn install(
 fn crypto_info(
     version: ProtocolVersion,
     seq: u64,
-    secrets: ConnectionTrafficSecrets,
+    cipher: Cipher,
+    key: &[u8],
+    iv: &[u8],
 ) -> Option<TlsCryptoInfo> {
     let version = match version {
         ProtocolVersion::TLSv1_2 => libc::TLS_1_2_VERSION,
@@ -90,36 +172,30 @@ fn crypto_info(
         version,
         cipher_type,
     };
-    Some(match secrets {
-        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
-            let (salt, iv) = iv.as_ref().split_at(4);
-            TlsCryptoInfo::Aes128Gcm(libc::tls12_crypto_info_aes_gcm_128 {
-                info: info(libc::TLS_CIPHER_AES_GCM_128),
-                iv: iv.try_into().ok()?,
-                key: key.as_ref().try_into().ok()?,
-                salt: salt.try_into().ok()?,
-                rec_seq,
-            })
-        }
-        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
-            let (salt, iv) = iv.as_ref().split_at(4);
-            TlsCryptoInfo::Aes256Gcm(libc::tls12_crypto_info_aes_gcm_256 {
-                info: info(libc::TLS_CIPHER_AES_GCM_256),
-                iv: iv.try_into().ok()?,
-                key: key.as_ref().try_into().ok()?,
-                salt: salt.try_into().ok()?,
-                rec_seq,
-            })
-        }
-        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+    let (salt, explicit) = iv.split_at(4);
+    Some(match cipher {
+        Cipher::Aes128Gcm => TlsCryptoInfo::Aes128Gcm(libc::tls12_crypto_info_aes_gcm_128 {
+            info: info(libc::TLS_CIPHER_AES_GCM_128),
+            iv: explicit.try_into().ok()?,
+            key: key.try_into().ok()?,
+            salt: salt.try_into().ok()?,
+            rec_seq,
+        }),
+        Cipher::Aes256Gcm => TlsCryptoInfo::Aes256Gcm(libc::tls12_crypto_info_aes_gcm_256 {
+            info: info(libc::TLS_CIPHER_AES_GCM_256),
+            iv: explicit.try_into().ok()?,
+            key: key.try_into().ok()?,
+            salt: salt.try_into().ok()?,
+            rec_seq,
+        }),
+        Cipher::Chacha20Poly1305 => {
             TlsCryptoInfo::Chacha20Poly1305(libc::tls12_crypto_info_chacha20_poly1305 {
                 info: info(libc::TLS_CIPHER_CHACHA20_POLY1305),
-                iv: iv.as_ref().try_into().ok()?,
-                key: key.as_ref().try_into().ok()?,
+                iv: iv.try_into().ok()?,
+                key: key.try_into().ok()?,
                 salt: [],
                 rec_seq,
             })
         }
-        _ => return None,
     })
 }

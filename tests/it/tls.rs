@@ -768,3 +768,171 @@ fn testssl_finds_no_old_protocol_weak_cipher_or_renegotiation() {
         "client renegotiation: {reneg}"
     );
 }
+
+/// Whether this kernel attaches the TLS ULP to a connected TCP socket (loading the module if it
+/// can), and what `tcp_available_ulp` says.
+fn kernel_takes_tls() -> (bool, String) {
+    use std::os::fd::AsFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let ok = sendfiled::sys::ktls::attach_ulp(c.as_fd()).is_ok();
+    let listed =
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").unwrap_or_default();
+    (ok, listed.trim().to_string())
+}
+
+#[test]
+fn kernel_tls_sends_bodies_by_sendfile_where_the_kernel_has_it() {
+    let (ok, listed) = kernel_takes_tls();
+    if !ok {
+        println!(
+            "SKIPPED: this kernel has no TLS ULP (tcp_available_ulp: {listed:?}), so kernel TLS cannot run here; \
+             scripts/ktls-vm.sh runs this test in a KVM guest whose kernel has it"
+        );
+        return;
+    }
+    let pki = Pki::new();
+    let (t, big) = tree();
+    let (s, addr) = https_server(&t.root(), &pki, "");
+    for version in [
+        ["--tlsv1.2", "--tls-max", "1.2"],
+        ["--tlsv1.3", "--tls-max", "1.3"],
+    ] {
+        let (ok, body, err) = https_curl(&pki, addr, "/big.bin", &version);
+        assert!(ok && body == big, "{version:?}: {err}");
+        let (ok, body, _) = https_curl(
+            &pki,
+            addr,
+            "/big.bin",
+            &[&version[..], &["-r", "5-100004"]].concat(),
+        );
+        assert!(ok && body == big[5..100_005], "{version:?}: a range");
+    }
+    // Keep-alive: the request that follows the client's Finished at once must not be lost.
+    let script = format!(
+        r#"
+import http.client, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+c = http.client.HTTPSConnection("localhost", {port}, context=ctx)
+for _ in range(5):
+    c.request("GET", "/small.txt")
+    print(c.getresponse().read().decode().strip())
+"#,
+        ca = pki.path("ca.pem").to_str().unwrap(),
+        port = addr.port()
+    );
+    let out = run_ok(Command::new("python3").arg("-c").arg(&script), "python3");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "small and sweet\n".repeat(5)
+    );
+    // A TLS 1.3 key update: the kernel cannot take the new keys (rustls no longer holds the
+    // secrets), so the connection ends with close_notify, never a corrupt record; others go on.
+    let mut c = rustls_client(&pki, addr);
+    assert_eq!(
+        get_over(&mut c, "/small.txt").as_deref(),
+        Some(&b"small and sweet\n"[..])
+    );
+    c.conn.refresh_traffic_keys().unwrap();
+    assert_eq!(
+        get_over(&mut c, "/small.txt"),
+        None,
+        "closed after the key update"
+    );
+    let (ok, body, _) = https_curl(&pki, addr, "/small.txt", &[]);
+    assert!(
+        ok && body == b"small and sweet\n",
+        "served after a key update"
+    );
+
+    let st = s.settled_stats();
+    println!("kernel TLS stats: {st:?}");
+    assert!(
+        st.tls_kernel_connections >= 7,
+        "every connection went to the kernel: {st:?}"
+    );
+    assert_eq!(st.tls_kernel_connections, st.connections);
+    assert_eq!(st.tls_userspace_connections, 0);
+    assert_eq!(st.tls_body_bytes, 0, "no body went through rustls");
+    assert!(
+        st.sendfile_bytes >= 2 * big.len() as u64,
+        "bodies left by sendfile: {st:?}"
+    );
+}
+
+/// A rustls client connection to `addr` as `localhost`, trusting the test CA (for what curl and
+/// openssl cannot do on demand: a key update in the middle of a connection).
+fn rustls_client(
+    pki: &Pki,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls_pki_types::CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// GET `path` on a kept-alive connection: the body, or `None` when the server closed it
+/// cleanly (close_notify) instead of answering. Any other failure panics.
+fn get_over(
+    c: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    path: &str,
+) -> Option<Vec<u8>> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    if c.write_all(request.as_bytes()).is_err() {
+        return None;
+    }
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match c.read(&mut byte) {
+            Ok(0) => return None,
+            Ok(_) => head.push(byte[0]),
+            Err(e) => panic!("not a clean close: {e}"),
+        }
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0; len];
+    c.read_exact(&mut body).unwrap();
+    Some(body)
+}
+
+#[test]
+fn a_key_update_in_the_middle_of_a_connection_is_followed_in_userspace() {
+    let pki = Pki::new();
+    let (t, _) = tree();
+    let (s, addr) = https_server(&t.root(), &pki, "ktls = \"off\"");
+    let mut c = rustls_client(&pki, addr);
+    assert_eq!(
+        get_over(&mut c, "/small.txt").as_deref(),
+        Some(&b"small and sweet\n"[..])
+    );
+    for _ in 0..3 {
+        c.conn.refresh_traffic_keys().unwrap();
+        assert_eq!(
+            get_over(&mut c, "/small.txt").as_deref(),
+            Some(&b"small and sweet\n"[..]),
+            "answered under the new keys"
+        );
+    }
+    assert_eq!(s.settled_stats().connections, 1, "all on one connection");
+}
