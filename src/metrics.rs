@@ -69,6 +69,15 @@ fn tls(out: &mut String, s: &Snapshot, g: &Gauges) {
             ("userspace", s.tls_userspace_connections),
         ],
     );
+    scalar(
+        out,
+        (
+            "sendfiled_tls_kernel_failures_total",
+            "counter",
+            "Connections lost because the kernel took the TLS ULP but refused the keys.",
+        ),
+        s.tls_kernel_failures,
+    );
     family(
         out,
         (

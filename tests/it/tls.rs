@@ -515,6 +515,10 @@ fn a_thousand_dropped_handshakes_leave_no_descriptor_behind() {
         config.to_str().unwrap(),
     ]);
     let addr = server.tls_addr();
+    // One whole exchange first: the workers' runtimes (epoll, eventfd) are up before counting.
+    let out = s_client(addr, &["-ign_eof"], GET_SMALL);
+    assert!(out.contains("small and sweet"), "{out}");
+    std::thread::sleep(Duration::from_millis(200));
     let baseline = server.fds();
     let hello = client_hello_prefix();
     for i in 0..1000 {
