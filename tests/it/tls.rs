@@ -893,6 +893,14 @@ fn get_over(
     c: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
     path: &str,
 ) -> Option<Vec<u8>> {
+    exchange(c, path).map(|(_, body)| body)
+}
+
+/// Like [`get_over`], with the status.
+fn exchange(
+    c: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    path: &str,
+) -> Option<(u16, Vec<u8>)> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     if c.write_all(request.as_bytes()).is_err() {
         return None;
@@ -917,7 +925,8 @@ fn get_over(
         .unwrap();
     let mut body = vec![0; len];
     c.read_exact(&mut body).unwrap();
-    Some(body)
+    let status = head[9..12].parse().unwrap();
+    Some((status, body))
 }
 
 #[test]
@@ -939,4 +948,62 @@ fn a_key_update_in_the_middle_of_a_connection_is_followed_in_userspace() {
         );
     }
     assert_eq!(s.settled_stats().connections, 1, "all on one connection");
+}
+
+#[test]
+fn the_per_ip_cap_the_send_timeout_and_pacing_hold_on_https() {
+    let pki = Pki::new();
+    let t = Tree::new();
+    t.file("a.txt", b"a\n");
+    let big = Tree::noise(32 << 20, 4);
+    t.file("big.bin", &big);
+    let paced = Tree::noise(4 << 20, 5);
+    t.file("slow/paced.bin", &paced);
+    let extra = "[clients]\nmax_connections_per_ip = 2\n[limits]\nsend_timeout = \"1s\"\n\
+                 [[bandwidth]]\nprefix = \"/slow/\"\nrate = \"1MiB\"\nburst = \"1MiB\"\n";
+    let s = Server::start(&t.root(), &format!("{extra}{}", pki.block("")));
+    let addr = s.addrs()[1];
+
+    // Handshakes count against the per-IP cap: the third connection is answered 429.
+    let mut first = rustls_client(&pki, addr);
+    let mut second = rustls_client(&pki, addr);
+    assert_eq!(exchange(&mut first, "/a.txt").map(|r| r.0), Some(200));
+    assert_eq!(exchange(&mut second, "/a.txt").map(|r| r.0), Some(200));
+    let mut third = rustls_client(&pki, addr);
+    assert_eq!(exchange(&mut third, "/a.txt").map(|r| r.0), Some(429));
+    drop((second, third));
+    std::thread::sleep(Duration::from_millis(200));
+
+    // A client that stops reading is closed after the send timeout.
+    let mut stalled = rustls_client(&pki, addr);
+    stalled
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut some = [0u8; 4096];
+    stalled.read_exact(&mut some).unwrap();
+    let start = Instant::now();
+    while s.stats().open_connections > 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the stalled reader was never closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "closed before the timeout"
+    );
+    assert_eq!(s.stats().send_timeouts, 1);
+    drop((first, stalled));
+
+    // A paced prefix is paced: 4 MiB at 1 MiB/s after a 1 MiB burst.
+    let start = Instant::now();
+    let (ok, body, err) = https_curl(&pki, addr, "/slow/paced.bin", &[]);
+    let took = start.elapsed();
+    assert!(ok && body == paced, "{err}");
+    assert!(
+        (Duration::from_secs(2)..=Duration::from_secs(6)).contains(&took),
+        "took {took:?}"
+    );
+    assert_eq!(s.settled_stats().paced_responses, 1);
 }
