@@ -51,14 +51,16 @@ impl KernelTls {
         }
         loop {
             ready!(tcp.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
+            // Zeroing hyper's whole unfilled buffer on every read would cost more than the read:
+            // a head fits 4 KiB, and a longer one takes more calls.
+            let unfilled = buf.initialize_unfilled_to(buf.remaining().min(4096));
             let got = tcp.try_io(Interest::READABLE, || recv_record(tcp.as_fd(), unfilled));
             match got {
                 Ok((n, APPLICATION_DATA)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
-                Ok((n, ALERT)) if n == 2 && buf.initialize_unfilled()[1] == 0 => {
+                Ok((n, ALERT)) if n == 2 && buf.initialize_unfilled_to(2)[1] == 0 => {
                     return Poll::Ready(Ok(()));
                 }
                 Ok((_, kind)) => return Poll::Ready(Err(self.refuse(tcp, kind))),

@@ -3,7 +3,7 @@
 //! the mapping here (the caller reads them by pread into a pooled buffer), and at most a held
 //! head plus one chunk of records wait in rustls's buffer, whatever the client's speed.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::task::{ready, Context, Poll};
 
 use rustls::ServerConnection;
@@ -147,9 +147,17 @@ impl TlsSession {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            match self.conn.reader().read(buf.initialize_unfilled()) {
+            // Copied out of rustls's buffer rather than read into `buf`, which would first zero
+            // hyper's whole unfilled read buffer on every call.
+            let mut reader = self.conn.reader();
+            let taken = reader.fill_buf().map(|chunk| {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                n
+            });
+            match taken {
                 Ok(n) => {
-                    buf.advance(n);
+                    reader.consume(n);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
