@@ -1007,3 +1007,55 @@ fn the_per_ip_cap_the_send_timeout_and_pacing_hold_on_https() {
     );
     assert_eq!(s.settled_stats().paced_responses, 1);
 }
+
+#[test]
+fn haproxy_in_tcp_mode_passes_tls_through_with_a_proxy_header() {
+    if !Command::new("sh")
+        .args(["-c", "command -v haproxy"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        println!("SKIPPED: haproxy is not installed (Debian package haproxy; scripts/test.sh installs it as root)");
+        return;
+    }
+    let pki = Pki::new();
+    let (t, big) = tree();
+    let proxy = "[proxy]\nprotocol = true\ntrusted = [\"127.0.0.1/32\"]\n";
+    let s = Server::start(&t.root(), &format!("{proxy}{}", pki.block("")));
+    let node = s.addrs()[1];
+    let port = support::free_port();
+    let conf = format!(
+        "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+         frontend https\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
+         backend nodes\n  server a {node} send-proxy-v2\n"
+    );
+    let path = pki.path("haproxy.cfg");
+    std::fs::write(&path, conf).unwrap();
+    let _lb = support::Group::spawn(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+        Duration::ZERO,
+        "haproxy (Debian package haproxy)",
+    );
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(front).is_err() {
+        assert!(Instant::now() < deadline, "haproxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Through the balancer: the PROXY header, then the client's own handshake with the node.
+    let (ok, body, err) = https_curl(&pki, front, "/big.bin", &[]);
+    assert!(ok && body == big, "{err}");
+    let (ok, body, _) = https_curl(&pki, front, "/big.bin", &["-r", "0-99"]);
+    assert!(ok && body == big[..100]);
+    // Straight to the node, without the header the listener requires: closed, nothing served.
+    let (ok, _, _) = https_curl(&pki, node, "/small.txt", &[]);
+    assert!(!ok, "a connection without a PROXY header is refused");
+    let st = s.settled_stats();
+    assert_eq!(st.proxy_refusals, 1);
+    assert_eq!(st.requests, 2);
+}
