@@ -1183,3 +1183,39 @@ fn metrics_show_each_certificate_expiry_and_the_small_file_cache_serves_https() 
         s.settled_stats()
     );
 }
+
+#[test]
+fn sigterm_drains_an_https_download_in_flight() {
+    let pki = Pki::new();
+    let t = Tree::new();
+    let big = Tree::noise(32 << 20, 8);
+    t.file("big.bin", &big);
+    let config = t.root().parent().unwrap().join("tls.toml");
+    std::fs::write(&config, pki.block("")).unwrap();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let addr = server.tls_addr();
+    let dest = t.root().parent().unwrap().join("drained.bin");
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let mut download = Command::new("curl")
+        .args(["-sS", "--limit-rate", "8M", "--cacert"])
+        .arg(pki.path("ca.pem"))
+        .args(["--resolve", &resolve, "-o"])
+        .arg(&dest)
+        .arg(format!("https://localhost:{}/big.bin", addr.port()))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let status = server.terminate(30);
+    assert!(status.success(), "exit 0 after the drain: {status:?}");
+    assert!(
+        download.wait().unwrap().success(),
+        "the download in flight completed"
+    );
+    assert!(std::fs::read(&dest).unwrap() == big, "byte-exact");
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed");
+}
