@@ -116,14 +116,7 @@ def start(server, cert, key):
     else:
         cmd = ["taskset", "-c", base.SERVER_CPU, str(base.REPO / "target/release/sendfiled"), "serve",
                "--root", str(CORPUS), "--workers", "1", "--config", str(sendfiled_conf(cert, key))]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(BENCH_DIR / f"{server}-tls.log", "w"))
-    url = f"https://127.0.0.1:{PORTS[server]}/1k.bin"
-    for _ in range(100):
-        if subprocess.run(["curl", "-skf", "-o", "/dev/null", url]).returncode == 0:
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"{server} did not start; see {BENCH_DIR}/{server}-tls.log")
+    return base.launch(cmd, server, f"https://127.0.0.1:{PORTS[server]}/1k.bin", BENCH_DIR / f"{server}-tls.log")
 
 
 def wrk(server, conns, path, duration):

@@ -263,14 +263,18 @@ def start(server):
         cmd = ["taskset", "-c", SERVER_CPU, binary, "serve",
                "--root", str(CORPUS), "--listen", f"127.0.0.1:{PORTS[server]}", "--workers", "1",
                "--config", str(conf)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(BENCH_DIR / f"{server}.log", "w"))
-    url = f"http://127.0.0.1:{PORTS[server]}/1k.bin"
+    return launch(cmd, server, f"http://127.0.0.1:{PORTS[server]}/1k.bin", BENCH_DIR / f"{server}.log")
+
+
+def launch(cmd, server, url, log_path):
+    """Start `cmd` (stderr to `log_path`) and wait until `url` answers; exit naming the log if not."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
     for _ in range(100):
-        if subprocess.run(["curl", "-sf", "-o", "/dev/null", url]).returncode == 0:
+        if subprocess.run(["curl", "-skf", "-o", "/dev/null", url]).returncode == 0:
             return proc
         time.sleep(0.1)
     proc.kill()
-    raise SystemExit(f"{server} did not start; see {BENCH_DIR}/{server}.log")
+    raise SystemExit(f"{server} did not start; see {log_path}")
 
 
 def pids(proc):

@@ -149,13 +149,7 @@ impl SendfileIo {
     ) -> Poll<io::Result<usize>> {
         let chunk = ready!(self.poll_warm(cx, &file, offset, len));
         match ready!(self.poll_sendfile_once(cx, &file, offset, chunk)) {
-            Ok(0) => {
-                WorkerStats::add(&self.stats().truncated_aborts, 1);
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while it was being sent",
-                )))
-            }
+            Ok(0) => Poll::Ready(Err(self.shrank())),
             Ok(n) => {
                 let s = self.stats();
                 WorkerStats::add(&s.sendfile_bytes, n as u64);
@@ -172,6 +166,15 @@ impl SendfileIo {
             }
             Err(e) => Poll::Ready(Err(e)),
         }
+    }
+
+    /// The file ended before the bytes its response announced: count it and abort.
+    fn shrank(&self) -> io::Error {
+        WorkerStats::add(&self.stats().truncated_aborts, 1);
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file shrank while it was being sent",
+        )
     }
 
     /// How much of `len` bytes of `file` at `offset` to send now, once they are in the page
@@ -619,11 +622,7 @@ impl SendfileIo {
         let mut buf = crate::pool::PooledBuf::with_capacity(chunk);
         let n = read_at(&file, offset, chunk, buf.vec_mut())?;
         if n == 0 {
-            WorkerStats::add(&self.stats().truncated_aborts, 1);
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was being sent",
-            )));
+            return Poll::Ready(Err(self.shrank()));
         }
         let Some(tls) = &mut self.tls else {
             return Poll::Ready(Err(io::Error::other("not a TLS connection")));

@@ -147,6 +147,21 @@ fn rand_u64() -> u64 {
     h.finish() >> 1
 }
 
+/// `sendfiled serve` as its own process on `t` with one HTTPS listener (the block's `extra`
+/// keys), and that listener's address.
+fn spawn_https(pki: &Pki, t: &Tree, extra: &str) -> (Spawned, SocketAddr) {
+    let config = t.root().parent().unwrap().join("tls.toml");
+    std::fs::write(&config, pki.block(extra)).unwrap();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let addr = server.tls_addr();
+    (server, addr)
+}
+
 /// A tree with a big file, a small one and a folder to archive.
 fn tree() -> (Tree, Vec<u8>) {
     let t = Tree::new();
@@ -506,15 +521,7 @@ fn hostile_handshakes_are_closed_and_counted() {
 fn a_thousand_dropped_handshakes_leave_no_descriptor_behind() {
     let pki = Pki::new();
     let (t, _) = tree();
-    let config = t.root().parent().unwrap().join("tls.toml");
-    std::fs::write(&config, pki.block("handshake_timeout = \"2s\"")).unwrap();
-    let server = Spawned::serve(&[
-        "--root",
-        t.root().to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    let addr = server.tls_addr();
+    let (server, addr) = spawn_https(&pki, &t, "handshake_timeout = \"2s\"");
     // One whole exchange first: the workers' runtimes (epoll, eventfd) are up before counting.
     let out = s_client(addr, &["-ign_eof"], GET_SMALL);
     assert!(out.contains("small and sweet"), "{out}");
@@ -589,15 +596,7 @@ fn sighup_loads_a_renewed_certificate_while_a_download_runs() {
     let t = Tree::new();
     let big = Tree::noise(64 << 20, 3);
     t.file("big.bin", &big);
-    let config = t.root().parent().unwrap().join("tls.toml");
-    std::fs::write(&config, pki.block("")).unwrap();
-    let server = Spawned::serve(&[
-        "--root",
-        t.root().to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    let addr = server.tls_addr();
+    let (server, addr) = spawn_https(&pki, &t, "");
     let old_serial = pki.serial("localhost");
     let seen = |out: &str| out.to_lowercase().contains(&old_serial);
     let first = s_client(addr, &["-showcerts"], b"");
@@ -1190,15 +1189,7 @@ fn sigterm_drains_an_https_download_in_flight() {
     let t = Tree::new();
     let big = Tree::noise(32 << 20, 8);
     t.file("big.bin", &big);
-    let config = t.root().parent().unwrap().join("tls.toml");
-    std::fs::write(&config, pki.block("")).unwrap();
-    let server = Spawned::serve(&[
-        "--root",
-        t.root().to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    let addr = server.tls_addr();
+    let (server, addr) = spawn_https(&pki, &t, "");
     let dest = t.root().parent().unwrap().join("drained.bin");
     let resolve = format!("localhost:{}:127.0.0.1", addr.port());
     let mut download = Command::new("curl")
