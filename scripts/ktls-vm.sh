@@ -55,15 +55,16 @@ for m in $modules; do /bin/busybox insmod /modules/\$m.ko; done
 /bin/busybox mount -t proc proc /host/proc
 /bin/busybox mount -t sysfs sys /host/sys
 /bin/busybox mount -t devtmpfs dev /host/dev
-/bin/busybox mount -t tmpfs tmp /host/tmp
+# Scratch space on /run, not /tmp: the repository (a CI clone, say) may live under /tmp.
+/bin/busybox mount -t tmpfs run /host/run
 /bin/busybox ip link set lo up
 # The kernel loads modules (tls, the AEADs kTLS asks the crypto API for) with the modprobe of
 # its own root, the initramfs: give it one that runs this machine's modprobe.
 echo /modprobe-host >/proc/sys/kernel/modprobe
 /bin/busybox insmod /host$tls_ko
 echo "ktls-vm: kernel \$(/bin/busybox uname -r), tcp_available_ulp: \$(/bin/busybox cat /proc/sys/net/ipv4/tcp_available_ulp)"
-/bin/busybox cp /cmd.sh /host/tmp/ktls-vm-cmd.sh
-/bin/busybox chroot /host /bin/sh -c 'cd $repo && HOME=/tmp sh /tmp/ktls-vm-cmd.sh; echo "ktls-vm: exit \$?"'
+/bin/busybox cp /cmd.sh /host/run/ktls-vm-cmd.sh
+/bin/busybox chroot /host /bin/sh -c 'cd $repo && HOME=/run TMPDIR=/run sh /run/ktls-vm-cmd.sh; echo "ktls-vm: exit \$?"'
 /bin/busybox poweroff -f
 INIT
 chmod +x "$work/root/init"
