@@ -188,6 +188,11 @@ pub fn start_with(
         (listeners, addrs, roles)
     } else {
         let (listeners, addrs) = share_inherited(&inherited, workers)?;
+        for (addr, block) in tls_addrs.iter().filter(|(a, _)| !addrs.contains(a)) {
+            tracing::warn!(
+                "tls[{block}].listen names {addr}, which the service manager did not pass in: no HTTPS there"
+            );
+        }
         let roles: Vec<Option<usize>> = addrs
             .iter()
             .map(|a| tls_addrs.iter().find(|(t, _)| t == a).map(|(_, i)| *i))

@@ -1210,3 +1210,60 @@ fn sigterm_drains_an_https_download_in_flight() {
     assert!(std::fs::read(&dest).unwrap() == big, "byte-exact");
     assert!(TcpStream::connect(addr).is_err(), "the listener is closed");
 }
+
+#[test]
+fn socket_activation_passes_an_https_socket_named_in_a_tls_block() {
+    if !Command::new("sh")
+        .args(["-c", "command -v systemd-socket-activate"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        println!("SKIPPED: systemd-socket-activate is not installed (Debian package systemd)");
+        return;
+    }
+    let pki = Pki::new();
+    let (t, _) = tree();
+    let (plain, https) = (support::free_port(), support::free_port());
+    let config = pki.path("activated.toml");
+    let block = pki
+        .block("")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{https}"));
+    std::fs::write(&config, block).unwrap();
+    let _server = support::Group::spawn(
+        Command::new("systemd-socket-activate")
+            .args([
+                "-l",
+                &format!("127.0.0.1:{plain}"),
+                "-l",
+                &format!("127.0.0.1:{https}"),
+            ])
+            .arg(support::binary())
+            .args([
+                "serve",
+                "--root",
+                t.root().to_str().unwrap(),
+                "--admin-listen",
+                "off",
+                "--config",
+            ])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+        Duration::from_secs(5),
+        "systemd-socket-activate (Debian package systemd)",
+    );
+    let tls_addr: SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(tls_addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the activation sockets never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The first connection starts the server; both passed sockets then serve, each as listed.
+    let (ok, body, err) = https_curl(&pki, tls_addr, "/small.txt", &[]);
+    assert!(ok && body == b"small and sweet\n", "{err}");
+    let (ok, body, err) = curl(&[&format!("http://127.0.0.1:{plain}/small.txt")]);
+    assert!(ok && body == b"small and sweet\n", "{err}");
+}
