@@ -456,6 +456,35 @@ fn client_certificates_gate_the_listener_when_a_ca_is_set() {
     );
     let (ok, body, _) = https_curl(&pki, addr, "/small.txt", &[]);
     assert!(!ok && body.is_empty(), "no certificate is refused");
+    // The same with openssl s_client.
+    let (cert, key) = (pki.path("edge.pem"), pki.path("edge.key"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let out = s_client(addr, &["-cert", cert, "-key", key, "-ign_eof"], GET_SMALL);
+    assert!(
+        out.contains("small and sweet"),
+        "s_client with the certificate: {out}"
+    );
+    let (rogue, rogue_key) = (pki.path("rogue.pem"), pki.path("rogue.key"));
+    let out = s_client(
+        addr,
+        &[
+            "-cert",
+            rogue.to_str().unwrap(),
+            "-key",
+            rogue_key.to_str().unwrap(),
+            "-ign_eof",
+        ],
+        GET_SMALL,
+    );
+    assert!(
+        !out.contains("small and sweet"),
+        "s_client with another CA's certificate: {out}"
+    );
+    let out = s_client(addr, &["-ign_eof"], GET_SMALL);
+    assert!(
+        !out.contains("small and sweet"),
+        "s_client without a certificate: {out}"
+    );
     let st = s.settled_stats();
     assert_eq!(
         st.requests, 1,
@@ -892,6 +921,14 @@ fn rustls_client(
     pki: &Pki,
     addr: SocketAddr,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    rustls_over(pki, TcpStream::connect(addr).unwrap())
+}
+
+/// A rustls client (TLS 1.3, trusting the test CA, for `localhost`) on a connected socket.
+fn rustls_over(
+    pki: &Pki,
+    tcp: TcpStream,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     let ca = rustls_pki_types::CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap();
@@ -904,7 +941,6 @@ fn rustls_client(
         .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     rustls::StreamOwned::new(conn, tcp)
 }
@@ -1266,4 +1302,42 @@ fn socket_activation_passes_an_https_socket_named_in_a_tls_block() {
     assert!(ok && body == b"small and sweet\n", "{err}");
     let (ok, body, err) = curl(&[&format!("http://127.0.0.1:{plain}/small.txt")]);
     assert!(ok && body == b"small and sweet\n", "{err}");
+}
+
+#[test]
+fn a_slow_drip_over_https_is_closed_by_the_minimum_rate() {
+    let pki = Pki::new();
+    let t = Tree::new();
+    t.file("big.bin", &Tree::noise(64 << 20, 9));
+    let limits = "[limits]\nsend_timeout = \"30s\"\nmin_send_rate = \"256KiB\"\nmin_send_rate_window = \"2s\"\n";
+    let s = Server::start(&t.root(), &format!("{limits}{}", pki.block("")));
+    let addr = s.addrs()[1];
+    // 4 KiB every 100 ms (40 KiB/s): never idle for the send timeout, far below the minimum.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(16 * 1024).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut c = rustls_over(&pki, sock.into());
+    c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut got = 0usize;
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the drip was never closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = start.elapsed();
+    assert!(
+        got < 64 << 20 && took < Duration::from_secs(15),
+        "got {got} in {took:?}"
+    );
+    let st = s.settled_stats();
+    assert_eq!((st.min_rate_closes, st.send_timeouts), (1, 0));
 }
