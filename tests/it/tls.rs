@@ -487,8 +487,8 @@ fn client_certificates_gate_the_listener_when_a_ca_is_set() {
     );
     let st = s.settled_stats();
     assert_eq!(
-        st.requests, 1,
-        "only the authenticated client reached the service"
+        st.requests, 2,
+        "only the authenticated clients reached the service"
     );
     assert!(
         st.tls_handshake_failures[5] >= 1,
