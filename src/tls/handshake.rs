@@ -74,7 +74,7 @@ pub async fn accept(
         return Err(Failure::NotTls);
     }
     let acceptor = TlsAcceptor::from(endpoint.server.clone());
-    let done = if endpoint.ktls == Ktls::Auto {
+    let done = if endpoint.ktls == Ktls::Auto && super::kernel::may_offload() {
         // The session may go to the kernel: rustls must not read past the handshake's records.
         let stream = timeout_at(deadline, acceptor.accept(RecordReader::new(tcp))).await;
         stream.map(|r| {

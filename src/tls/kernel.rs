@@ -77,13 +77,25 @@ fn kernel_takes(version: ProtocolVersion, suite: rustls::CipherSuite) -> bool {
         .or_insert_with(|| probe(version, suite).is_ok())
 }
 
+/// Set once the kernel has refused the ULP itself: no session can go to it, so handshakes need
+/// not read record by record.
+static NO_ULP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a session may still be handed to the kernel (false once it refused the ULP).
+pub fn may_offload() -> bool {
+    !NO_ULP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Attach the ULP to a fresh loopback connection and install zero keys of `suite`.
 fn probe(version: ProtocolVersion, suite: rustls::CipherSuite) -> std::io::Result<()> {
     use rustls::CipherSuite as S;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let client = std::net::TcpStream::connect(listener.local_addr()?)?;
     let _server = listener.accept()?;
-    ktls::attach_ulp(client.as_fd())?;
+    if let Err(e) = ktls::attach_ulp(client.as_fd()) {
+        NO_ULP.store(true, std::sync::atomic::Ordering::Relaxed);
+        return Err(e);
+    }
     let cipher = match suite {
         S::TLS13_AES_128_GCM_SHA256
         | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
