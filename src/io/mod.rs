@@ -507,7 +507,10 @@ impl AsyncWrite for SendfileIo {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(tls) = &mut this.tls {
-            ready!(tls.poll_close(&this.tcp, cx))?;
+            // close_notify leaves under the send timeout like any record: a client that stopped
+            // reading cannot hold the close.
+            tls.queue_close();
+            ready!(this.poll_flush_tls(cx))?;
         }
         if let Some(kernel) = &mut this.kernel_tls {
             kernel.close(&this.tcp);

@@ -190,12 +190,11 @@ impl TlsSession {
         }
     }
 
-    /// Queue close_notify (once) and send everything queued.
-    pub fn poll_close(&mut self, tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Queue close_notify (once); the caller flushes it like any record.
+    pub fn queue_close(&mut self) {
         if !self.closing {
             self.conn.send_close_notify();
             self.closing = true;
         }
-        self.poll_flush(tcp, cx)
     }
 }
