@@ -1,14 +1,21 @@
 //! Userspace TLS under [`super::SendfileIo`]: records are read and decrypted by rustls, plaintext
 //! is encrypted by rustls and its records written with one writev. File bodies never come from
-//! the mapping here (the caller reads them by pread into a pooled buffer), and at most a held
-//! head plus one chunk of records wait in rustls's buffer, whatever the client's speed.
+//! the mapping here: `SendfileIo::poll_send_file_tls` reads them by pread into a pooled buffer.
+//! At most a held head plus one chunk of records wait in rustls's buffer, whatever the client's
+//! speed.
 
 use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::task::{ready, Context, Poll};
 
+use std::sync::Arc;
+
 use rustls::ServerConnection;
 use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
+
+use super::SendfileIo;
+use crate::fs::OpenFile;
+use crate::stats::WorkerStats;
 
 /// Largest plaintext piece of a file body read and encrypted at once.
 pub const BODY_CHUNK: usize = crate::pool::LARGE;
@@ -197,4 +204,75 @@ impl TlsSession {
             self.closing = true;
         }
     }
+}
+
+impl SendfileIo {
+    /// HTTPS: send records still queued before hyper's flush completes, under the same send
+    /// timeout and minimum rate as a write.
+    pub(super) fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(tls) = &mut self.tls else {
+            return Poll::Ready(Ok(()));
+        };
+        match tls.poll_flush(&self.tcp, cx) {
+            Poll::Ready(r) => {
+                self.write_deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let (min_rate, window, send_timeout) = {
+                    let l = &self.conn.worker.config().limits;
+                    (l.min_send_rate, l.min_send_rate_window, l.send_timeout)
+                };
+                match ready!(self.poll_waiting(cx, min_rate, window, send_timeout)) {
+                    Err(e) => Poll::Ready(Err(e)),
+                    Ok(_) => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    /// HTTPS: part of a mapped slice, read by pread into a pooled buffer (never from the
+    /// mapping: a file cut short gives an aborted response, not SIGBUS) and encrypted.
+    pub(super) fn poll_send_file_tls(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: Arc<OpenFile>,
+        offset: usize,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        if let Some(tls) = &mut self.tls {
+            ready!(tls.poll_room(&self.tcp, cx))?;
+        }
+        let chunk = ready!(self.poll_warm(cx, &file, offset, len.min(BODY_CHUNK)));
+        let mut buf = crate::pool::PooledBuf::with_capacity(chunk);
+        let n = read_at(&file, offset, chunk, buf.vec_mut())?;
+        if n == 0 {
+            return Poll::Ready(Err(self.shrank()));
+        }
+        let Some(tls) = &mut self.tls else {
+            return Poll::Ready(Err(io::Error::other("not a TLS connection")));
+        };
+        let sent = tls.write_body(&self.tcp, cx, &buf.as_slice()[..n])?;
+        WorkerStats::add(&self.stats().tls_body_bytes, sent as u64);
+        Poll::Ready(Ok(sent))
+    }
+}
+
+/// Read up to `len` bytes of `file` at `offset` into `buf` (replacing its contents); fewer only
+/// at the end of the file.
+fn read_at(file: &OpenFile, offset: usize, len: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    buf.resize(len, 0);
+    let mut got = 0;
+    while got < len {
+        match file.file.read_at(&mut buf[got..], (offset + got) as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(got)
 }
