@@ -11,22 +11,10 @@ use std::process::Command;
 
 use clap::CommandFactory;
 
-use crate::support::{binary, request_at, run_ok, Server, Tree};
+use crate::support::{binary, have, request_at, run_ok, Server, Tree};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Whether `tool` is on PATH; says so in the test output when it is not.
-fn have(tool: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        println!("SKIPPED: {tool} is not installed (Debian package {package}; scripts/test.sh installs it as root)");
-    }
-    found
 }
 
 /// Builds the package from the test binary into `dir`.

@@ -659,3 +659,15 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_tem
         }
     }
 }
+
+/// Whether `tool` is on PATH; says so in the test output when it is not.
+pub fn have(tool: &str, package: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        println!("SKIPPED: {tool} is not installed (Debian package {package}; scripts/test.sh installs it as root)");
+    }
+    found
+}

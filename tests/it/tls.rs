@@ -1068,12 +1068,7 @@ fn the_per_ip_cap_the_send_timeout_and_pacing_hold_on_https() {
 
 #[test]
 fn haproxy_in_tcp_mode_passes_tls_through_with_a_proxy_header() {
-    if !Command::new("sh")
-        .args(["-c", "command -v haproxy"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        println!("SKIPPED: haproxy is not installed (Debian package haproxy; scripts/test.sh installs it as root)");
+    if !support::have("haproxy", "haproxy") {
         return;
     }
     let pki = Pki::new();
@@ -1249,12 +1244,7 @@ fn sigterm_drains_an_https_download_in_flight() {
 
 #[test]
 fn socket_activation_passes_an_https_socket_named_in_a_tls_block() {
-    if !Command::new("sh")
-        .args(["-c", "command -v systemd-socket-activate"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        println!("SKIPPED: systemd-socket-activate is not installed (Debian package systemd)");
+    if !support::have("systemd-socket-activate", "systemd") {
         return;
     }
     let pki = Pki::new();
