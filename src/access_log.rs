@@ -190,6 +190,8 @@ pub enum BodyPath {
     Memory,
     /// A small file's bytes from memory, in one write with the head.
     Small,
+    /// A file read by pread and encrypted in userspace (HTTPS without kernel TLS).
+    Pread,
 }
 
 impl BodyPath {
@@ -202,6 +204,7 @@ impl BodyPath {
             BodyPath::Zip => "zip",
             BodyPath::Memory => "memory",
             BodyPath::Small => "small",
+            BodyPath::Pread => "pread",
         }
     }
 }

@@ -181,6 +181,11 @@ impl ConnShared {
 
     /// The response is known: its status, and how its body leaves.
     pub fn responded(&self, status: http::StatusCode, body: BodyPath) {
+        // Over userspace TLS, file bytes are read and encrypted, not spliced.
+        let body = match (body, self.transport) {
+            (BodyPath::Sendfile, Transport::Tls) => BodyPath::Pread,
+            _ => body,
+        };
         let mut x = self.exchange.borrow_mut();
         x.status = status.as_u16();
         x.body = body;

@@ -1331,3 +1331,31 @@ fn a_slow_drip_over_https_is_closed_by_the_minimum_rate() {
     let st = s.settled_stats();
     assert_eq!((st.min_rate_closes, st.send_timeouts), (1, 0));
 }
+
+#[test]
+fn the_access_log_names_the_transport_and_how_the_body_left() {
+    let pki = Pki::new();
+    let (t, _) = tree();
+    let log = pki.path("access.log");
+    let extra = format!("[access_log]\nenabled = true\nformat = \"json\"\npath = {log:?}\n");
+    let s = Server::start(&t.root(), &format!("{extra}{}", pki.block("")));
+    let addr = s.addrs()[1];
+    assert!(https_curl(&pki, addr, "/big.bin", &["-o", "/dev/null"]).0);
+    assert!(curl(&["-o", "/dev/null", &s.url("/big.bin")]).0);
+    drop(s);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["transport"].as_str().unwrap(),
+                l["body"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("tls", "pread"), ("http", "sendfile")], "{lines:?}");
+}
