@@ -1359,3 +1359,74 @@ fn the_access_log_names_the_transport_and_how_the_body_left() {
         .collect();
     assert_eq!(seen, [("tls", "pread"), ("http", "sendfile")], "{lines:?}");
 }
+
+#[test]
+fn sighup_reloads_ticket_keys_and_the_client_ca() {
+    let pki = Pki::new();
+    let (t, _) = tree();
+    std::fs::write(pki.path("a.key"), b"node A's ticket secret, long enough\n").unwrap();
+    std::fs::write(pki.path("b.key"), b"node B's ticket secret, long enough\n").unwrap();
+    let keys = |files: &[&str]| {
+        let paths: Vec<String> = files.iter().map(|f| format!("{:?}", pki.path(f))).collect();
+        format!("ticket_keys = [{}]", paths.join(", "))
+    };
+    let (_a, node_a) = https_server(&t.root(), &pki, &keys(&["a.key"]));
+    let (node_b, addr_b) = spawn_https(&pki, &t, &keys(&["b.key"]));
+    let config = t.root().parent().unwrap().join("tls.toml");
+    let session = pki.path("session.pem");
+    let session = session.to_str().unwrap();
+    let first = s_client(
+        node_a,
+        &["-tls1_3", "-sess_out", session, "-ign_eof"],
+        GET_SMALL,
+    );
+    assert!(first.contains("small and sweet"), "{first}");
+    let before = s_client(
+        addr_b,
+        &["-tls1_3", "-sess_in", session, "-ign_eof"],
+        GET_SMALL,
+    );
+    assert!(
+        before.contains("New, TLSv1.3"),
+        "B does not know A's key yet: {before}"
+    );
+
+    // B takes A's key as an older one: A's tickets now resume on B.
+    std::fs::write(&config, pki.block(&keys(&["b.key", "a.key"]))).unwrap();
+    support::signal(node_b.pid(), "HUP");
+    support::wait_for_log(&node_b, "configuration reloaded", 1);
+    let after = s_client(
+        addr_b,
+        &["-tls1_3", "-sess_in", session, "-ign_eof"],
+        GET_SMALL,
+    );
+    assert!(
+        after.contains("Reused, TLSv1.3"),
+        "resumed after the reload: {after}"
+    );
+
+    // A client CA added by a reload gates new handshakes.
+    let with_ca = format!(
+        "{}\nclient_ca = {:?}",
+        keys(&["b.key"]),
+        pki.path("client-ca.pem")
+    );
+    std::fs::write(&config, pki.block(&with_ca)).unwrap();
+    support::signal(node_b.pid(), "HUP");
+    support::wait_for_log(&node_b, "configuration reloaded", 2);
+    let (ok, _, _) = https_curl(&pki, addr_b, "/small.txt", &[]);
+    assert!(!ok, "no client certificate: refused after the reload");
+    let (cert, key) = (pki.path("edge.pem"), pki.path("edge.key"));
+    let (ok, body, err) = https_curl(
+        &pki,
+        addr_b,
+        "/small.txt",
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok && body == b"small and sweet\n", "{err}");
+}
