@@ -15,7 +15,8 @@ repo=$(pwd)
 accel=${ACCEL:-tcg}
 need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
-command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+# A static busybox: the guest's initramfs has no libraries.
+ldd "$(command -v busybox || echo /nonexistent)" 2>&1 | grep -q "not a dynamic" || need+=(busybox-static)
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
 command -v modinfo >/dev/null 2>&1 || need+=(kmod)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)

@@ -15,7 +15,8 @@ command -v testssl >/dev/null 2>&1 || command -v testssl.sh >/dev/null 2>&1 || m
 # This machine's kernel may have no TLS ULP: the kernel-TLS test then also runs in a guest that
 # boots Debian's kernel (scripts/ktls-vm.sh).
 command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
-command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
+# (a static busybox: the guest's initramfs has no libraries)
+ldd "$(command -v busybox || echo /nonexistent)" 2>&1 | grep -q "not a dynamic" || missing+=(busybox-static)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 command -v modinfo >/dev/null 2>&1 || missing+=(kmod)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=(linux-image-amd64)
