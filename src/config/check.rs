@@ -24,17 +24,21 @@ pub(super) fn listen(raw: &RawConfig, file: Option<&Path>) -> Result<Vec<SocketA
     }
     let mut listen = Vec::new();
     for text in &listen_text {
-        let addr = text
-            .to_socket_addrs()
-            .map_err(|e| err("listen", format!("cannot resolve {text:?}: {e}")))?
-            .next()
-            .ok_or_else(|| err("listen", format!("{text:?} resolves to no address")))?;
+        let addr = resolve(text).map_err(|m| err("listen", m))?;
         if listen.contains(&addr) {
             return Err(err("listen", format!("{text:?} ({addr}) is given twice")));
         }
         listen.push(addr);
     }
     Ok(listen)
+}
+
+/// One address as written (`host:port`), resolved to its first address.
+pub(super) fn resolve(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 /// `workers`: 0 or absent means one per core.
@@ -349,21 +353,7 @@ pub(super) fn admin(
     let admin_listen = if admin_text == "off" {
         None
     } else {
-        let addr = admin_text
-            .to_socket_addrs()
-            .map_err(|e| {
-                err(
-                    "admin.listen",
-                    format!("cannot resolve {admin_text:?}: {e}"),
-                )
-            })?
-            .next()
-            .ok_or_else(|| {
-                err(
-                    "admin.listen",
-                    format!("{admin_text:?} resolves to no address"),
-                )
-            })?;
+        let addr = resolve(&admin_text).map_err(|m| err("admin.listen", m))?;
         if listen
             .iter()
             .any(|l| l.port() == addr.port() && addr.port() != 0)

@@ -92,17 +92,12 @@ pub(super) fn check(
 /// Resolve `texts`, refusing an empty list and any address already in `taken` (which grows);
 /// port 0 (the kernel picks one per listener) may repeat.
 fn addresses(texts: &[String], taken: &mut Vec<SocketAddr>) -> Result<Vec<SocketAddr>, String> {
-    use std::net::ToSocketAddrs;
     if texts.is_empty() {
         return Err("needs at least one address".into());
     }
     let mut out = Vec::new();
     for text in texts {
-        let addr = text
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{text:?} resolves to no address"))?;
+        let addr = super::check::resolve(text)?;
         if addr.port() != 0 && taken.contains(&addr) {
             return Err(format!("{text:?} ({addr}) is already a listener"));
         }

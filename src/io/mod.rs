@@ -82,6 +82,11 @@ impl SendfileIo {
     /// Wrap an accepted connection (with its TLS session, for HTTPS). The first request must
     /// start within the header timeout.
     pub fn new(tcp: TcpStream, conn: std::rc::Rc<ConnShared>, security: Security) -> Self {
+        let (tls, kernel_tls) = match security {
+            Security::Plain => (None, None),
+            Security::Rustls(session) => (Some(Box::new(TlsSession::new(*session))), None),
+            Security::Kernel(prefix) => (None, Some(Box::new(KernelTls::new(prefix)))),
+        };
         let deadline = Instant::now() + conn.worker.config().limits.header_timeout;
         conn.phase.set(Phase::Idle {
             deadline: Some(deadline),
@@ -99,20 +104,9 @@ impl SendfileIo {
             guard: StreamGuard::default(),
             burst: 0,
             stepping_aside: None,
-            tls: None,
-            kernel_tls: None,
+            tls,
+            kernel_tls,
         }
-        .secured(security)
-    }
-
-    /// Take the connection's TLS state, if any.
-    fn secured(mut self, security: Security) -> Self {
-        match security {
-            Security::Plain => {}
-            Security::Rustls(session) => self.tls = Some(Box::new(TlsSession::new(*session))),
-            Security::Kernel(prefix) => self.kernel_tls = Some(Box::new(KernelTls::new(prefix))),
-        }
-        self
     }
 
     fn stats(&self) -> &WorkerStats {

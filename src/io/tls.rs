@@ -5,9 +5,8 @@
 //! speed.
 
 use std::io::{self, BufRead, IoSlice, Read, Write};
-use std::task::{ready, Context, Poll};
-
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use rustls::ServerConnection;
 use tokio::io::ReadBuf;

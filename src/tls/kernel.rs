@@ -34,6 +34,9 @@ pub fn offload(tcp: TcpStream, mut session: ServerConnection) -> Offload {
         session: Box::new(session),
         why,
     };
+    if !may_offload() {
+        return keep(tcp, session, "no TLS ULP in the kernel");
+    }
     let Some(version) = session.protocol_version() else {
         return keep(tcp, session, "no protocol version");
     };
@@ -65,16 +68,36 @@ pub fn offload(tcp: TcpStream, mut session: ServerConnection) -> Offload {
 /// Whether the kernel takes keys of `suite` for `version`, tried once per process on a loopback
 /// connection of its own (with throwaway keys), so that a kernel without the cipher (or without
 /// the ULP) costs a session nothing: it is kept in userspace before anything is handed over.
+/// The answers are atomics (no lock on the connection path); two workers probing the same pair
+/// at once both get the same answer.
 fn kernel_takes(version: ProtocolVersion, suite: rustls::CipherSuite) -> bool {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    static KNOWN: Mutex<Option<HashMap<(u16, u16), bool>>> = Mutex::new(None);
-    let key = (u16::from(version), u16::from(suite));
-    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
-    let known = known.get_or_insert_with(HashMap::new);
-    *known
-        .entry(key)
-        .or_insert_with(|| probe(version, suite).is_ok())
+    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    const UNKNOWN: u8 = 0;
+    const YES: u8 = 1;
+    const NO: u8 = 2;
+    /// Per (TLS 1.2, 1.3) × cipher.
+    static KNOWN: [AtomicU8; 6] = [const { AtomicU8::new(UNKNOWN) }; 6];
+    let (Some(row), Some(cipher)) = (version_row(version), Cipher::of(suite)) else {
+        return false;
+    };
+    let slot = &KNOWN[row * 3 + cipher as usize];
+    match slot.load(Relaxed) {
+        UNKNOWN => {
+            let takes = probe(version, cipher).is_ok();
+            slot.store(if takes { YES } else { NO }, Relaxed);
+            takes
+        }
+        known => known == YES,
+    }
+}
+
+/// 0 for TLS 1.2, 1 for TLS 1.3.
+fn version_row(version: ProtocolVersion) -> Option<usize> {
+    match version {
+        ProtocolVersion::TLSv1_2 => Some(0),
+        ProtocolVersion::TLSv1_3 => Some(1),
+        _ => None,
+    }
 }
 
 /// Set once the kernel has refused the ULP itself: no session can go to it, so handshakes need
@@ -86,9 +109,8 @@ pub fn may_offload() -> bool {
     !NO_ULP.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Attach the ULP to a fresh loopback connection and install zero keys of `suite`.
-fn probe(version: ProtocolVersion, suite: rustls::CipherSuite) -> std::io::Result<()> {
-    use rustls::CipherSuite as S;
+/// Attach the ULP to a fresh loopback connection and install zero keys of `cipher`.
+fn probe(version: ProtocolVersion, cipher: Cipher) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let client = std::net::TcpStream::connect(listener.local_addr()?)?;
     let _server = listener.accept()?;
@@ -96,15 +118,6 @@ fn probe(version: ProtocolVersion, suite: rustls::CipherSuite) -> std::io::Resul
         NO_ULP.store(true, std::sync::atomic::Ordering::Relaxed);
         return Err(e);
     }
-    let cipher = match suite {
-        S::TLS13_AES_128_GCM_SHA256
-        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => Cipher::Aes128Gcm,
-        S::TLS13_AES_256_GCM_SHA384
-        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
-        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => Cipher::Aes256Gcm,
-        _ => Cipher::Chacha20Poly1305,
-    };
     let unsupported = || std::io::Error::other("not a version the kernel knows");
     let info = crypto_info(version, 0, cipher, &[0; 32][..cipher.key_len()], &[0; 12])
         .ok_or_else(unsupported)?;
@@ -115,12 +128,29 @@ fn probe(version: ProtocolVersion, suite: rustls::CipherSuite) -> std::io::Resul
 /// The AEADs the kernel's record layer knows.
 #[derive(Clone, Copy)]
 enum Cipher {
-    Aes128Gcm,
-    Aes256Gcm,
-    Chacha20Poly1305,
+    Aes128Gcm = 0,
+    Aes256Gcm = 1,
+    Chacha20Poly1305 = 2,
 }
 
 impl Cipher {
+    /// The AEAD of a suite rustls negotiates.
+    fn of(suite: rustls::CipherSuite) -> Option<Cipher> {
+        use rustls::CipherSuite as S;
+        Some(match suite {
+            S::TLS13_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => Cipher::Aes128Gcm,
+            S::TLS13_AES_256_GCM_SHA384
+            | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => Cipher::Aes256Gcm,
+            S::TLS13_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => Cipher::Chacha20Poly1305,
+            _ => return None,
+        })
+    }
+
     fn key_len(self) -> usize {
         match self {
             Cipher::Aes128Gcm => 16,
