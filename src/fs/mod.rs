@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod path;
 pub mod small;
+pub mod watch;
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -55,6 +56,9 @@ pub struct OpenFile {
     pub small: std::sync::OnceLock<bytes::Bytes>,
     /// The digests of these bytes and the content ETag they give, once known; set at most once.
     pub digests: std::sync::OnceLock<crate::digest::Known>,
+    /// The inotify watch that tells whether the file was written since its digest was
+    /// confirmed; `None` inside once tried where the file cannot be watched.
+    pub watch: std::sync::OnceLock<Option<watch::Watch>>,
 }
 
 impl OpenFile {
@@ -191,6 +195,7 @@ pub fn describe(
         encoding: None,
         small: std::sync::OnceLock::new(),
         digests: std::sync::OnceLock::new(),
+        watch: std::sync::OnceLock::new(),
     }
 }
 

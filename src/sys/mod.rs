@@ -1,6 +1,7 @@
 //! The only module allowed to use `unsafe`: thin, documented wrappers around the Linux syscalls the
 //! server needs and that std, tokio and socket2 do not expose (sendfile, sendmsg with MSG_MORE, mmap,
-//! mincore, readahead, openat2, a few socket options and rlimits).
+//! mincore, readahead, openat2, the inotify reactor registration, a few socket options and
+//! rlimits).
 //!
 //! Every wrapper takes borrowed file descriptors (`BorrowedFd`/`AsFd`), checks the return value and
 //! turns `-1` into `io::Error::last_os_error()`. Nothing here knows about HTTP.
@@ -12,6 +13,7 @@ mod fault;
 pub mod ktls;
 mod mmap;
 mod net;
+mod notify;
 mod open;
 
 pub use alloc::CountingAllocator;
@@ -20,6 +22,7 @@ pub use net::{
     adopt_listener, monotonic_usec, raise_nofile_limit, send_vectored, sendfile, set_defer_accept,
     set_fastopen, set_send_buffer, unacked_bytes,
 };
+pub use notify::{change_queue, ChangeQueue};
 pub use open::{open_beneath, SymlinkRule};
 
 use std::io;
