@@ -265,6 +265,15 @@ fn work(out: &mut String, s: &Snapshot, g: &Gauges) {
     scalar(
         out,
         (
+            "sendfiled_digest_fstat_checks_total",
+            "counter",
+            "Responses whose Repr-Digest was confirmed by an fstat because no inotify watch vouched for the file (first response, a write seen, or a file system not watched).",
+        ),
+        s.digest_fstat_checks,
+    );
+    scalar(
+        out,
+        (
             "sendfiled_stale_variants_total",
             "counter",
             "Precompressed variants found older than their file (to the second) and not served.",

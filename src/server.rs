@@ -359,6 +359,11 @@ fn run_worker(
     let local = LocalSet::new();
     let worker = Rc::new(worker);
     local.block_on(&rt, async move {
+        if worker.config().digests.is_some() {
+            // The inotify instance now, not on the first response: its descriptor is the
+            // worker's from the start, like its listeners.
+            let _ = worker.watches();
+        }
         for (l, tls) in listeners {
             let listener = TcpListener::from_std(l)?;
             tokio::task::spawn_local(crate::accept::accept_loop(

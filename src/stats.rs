@@ -94,6 +94,8 @@ counters! {
     /// Times a connection writing to a fast reader stepped aside for the worker's other
     /// connections (once per `sendfile_max_chunk` bytes written without waiting).
     write_yields,
+    /// Responses whose digest was confirmed by an fstat (no inotify watch vouched for the file).
+    digest_fstat_checks,
     /// Precompressed variants found older than their file and not served.
     stale_variants,
     /// Connections closed for want of a valid PROXY header from a trusted peer.

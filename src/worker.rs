@@ -64,6 +64,8 @@ pub struct Worker {
     early_refusal_log: Cell<(Option<Instant>, u64)>,
     /// Paths whose stale precompressed variant was logged already (bounded).
     stale_variants_logged: RefCell<std::collections::HashSet<Box<str>>>,
+    /// The inotify watches that vouch for known digests, made on first use (on the runtime).
+    watches: std::cell::OnceCell<Option<fs::watch::Watches>>,
 }
 
 /// Access-log bytes a worker buffers before writing them out.
@@ -208,6 +210,20 @@ impl Worker {
     /// The served root directory.
     pub fn root(&self) -> &Arc<File> {
         &self.root
+    }
+
+    /// This worker's change watches, with the events its reactor has seen applied; `None` where
+    /// inotify is unavailable (or off the runtime).
+    pub fn watches(&self) -> Option<&fs::watch::Watches> {
+        let watches = self
+            .watches
+            .get_or_init(|| {
+                tokio::runtime::Handle::try_current().ok()?;
+                fs::watch::Watches::new()
+            })
+            .as_ref()?;
+        watches.settle();
+        Some(watches)
     }
 
     /// This worker's counters.
@@ -420,6 +436,7 @@ impl Worker {
             last_emfile_warning: Cell::new(None),
             early_refusal_log: Cell::new((None, 0)),
             stale_variants_logged: RefCell::default(),
+            watches: std::cell::OnceCell::new(),
             archives,
             connections,
             bodies,

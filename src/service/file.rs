@@ -221,7 +221,7 @@ fn identity<'f>(conn: &Rc<ConnShared>, file: &'f OpenFile) -> Identity<'f> {
             known: None,
         };
     };
-    let known = known(file, plan);
+    let known = known(conn, file, plan);
     let etag = match plan.etag {
         EtagSource::MtimeSize => Some(&file.etag),
         EtagSource::Content => known.and_then(|k| k.content_etag.as_ref()),
@@ -230,10 +230,13 @@ fn identity<'f>(conn: &Rc<ConnShared>, file: &'f OpenFile) -> Identity<'f> {
 }
 
 /// The digests of `file` once known (unknown ones are queued, and this response goes without),
-/// and only while the file has the size and mtime they were computed for (one fstat, 4–5% of a
-/// 16 KiB response here; none for a small body held in memory): a file rewritten in place within
-/// the open-file cache's `valid` never sends the old digest with its new bytes.
-fn known<'f>(file: &'f OpenFile, plan: &Arc<crate::digest::Plan>) -> Option<&'f Known> {
+/// and only while the file is still the one they were computed for: a file rewritten in place
+/// within the open-file cache's `valid` never sends the old digest with its new bytes.
+fn known<'f>(
+    conn: &ConnShared,
+    file: &'f OpenFile,
+    plan: &Arc<crate::digest::Plan>,
+) -> Option<&'f Known> {
     if file.is_dir {
         return None;
     }
@@ -253,9 +256,25 @@ fn known<'f>(file: &'f OpenFile, plan: &Arc<crate::digest::Plan>) -> Option<&'f 
         // The body goes from bytes read at this identity (`fs::small`), not from the file.
         return Some(known);
     }
-    let now = file.file.metadata().ok().map(|m| crate::fs::file_key(&m))?;
-    (now.size == file.key.size && now.mtime_ns == file.key.mtime_ns && now.ino == file.key.ino)
-        .then_some(known)
+    unchanged(conn, file).then_some(known)
+}
+
+/// Whether `file` still has the identity it was opened with. An inotify watch that saw no write
+/// answers for free (`fs::watch`); otherwise one fstat does (4–5% of a 16 KiB response here),
+/// and the first one also sets up the watch, so that the fstat confirms what the watch then
+/// keeps.
+fn unchanged(conn: &ConnShared, file: &OpenFile) -> bool {
+    let watches = conn.worker.watches();
+    match file.watch.get() {
+        Some(Some(watch)) if !watch.changed() => return true,
+        Some(_) => {}
+        None => {
+            let _ = file.watch.set(watches.and_then(|w| w.watch(&file.file)));
+        }
+    }
+    crate::stats::WorkerStats::add(&conn.worker.stats().digest_fstat_checks, 1);
+    let now = file.file.metadata().ok().map(|m| crate::fs::file_key(&m));
+    now == Some(file.key)
 }
 
 /// The `Repr-Digest` in the algorithm the request's `Want-Repr-Digest` prefers.
