@@ -1,13 +1,10 @@
-//! The reloadable state: the configuration and everything compiled from it (protections,
-//! Cache-Control rules), replaced as a whole on SIGHUP. Workers hold their own reference and pick
+//! The reloadable state: the configuration and everything compiled from it (protections, TLS
+//! endpoints, the access log), replaced as a whole on SIGHUP. Workers hold their own reference and pick
 //! up a new generation at their next request or accept: one relaxed atomic load on the request
 //! path, no lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use http::HeaderValue;
 
 use crate::config::Config;
 use crate::protect::Protection;
@@ -16,35 +13,16 @@ use crate::protect::Protection;
 pub struct Settings {
     pub config: Config,
     pub protect: Protection,
-    pub cache_rules: CacheRules,
     /// `None` when the access log is off.
     pub access_log: Option<crate::access_log::AccessLog>,
     /// The `[[tls]]` blocks, compiled (certificates, keys, CA bundles and ticket keys read).
     pub tls: Vec<crate::tls::Endpoint>,
 }
 
-/// Cache-Control rules compiled once per generation.
-pub struct CacheRules {
-    globs: GlobSet,
-    values: Vec<HeaderValue>,
-}
-
-impl CacheRules {
-    /// The Cache-Control value of the first rule matching `rel` (no leading `/`).
-    pub fn value_for(&self, rel: &str) -> Option<HeaderValue> {
-        if self.values.is_empty() {
-            return None;
-        }
-        let path = format!("/{rel}");
-        let first = self.globs.matches(&path).into_iter().min()?;
-        Some(self.values[first].clone())
-    }
-}
-
 impl Settings {
     /// Compile a validated configuration (key files are read here) and open the access log.
     pub fn new(config: Config) -> anyhow::Result<Settings> {
-        let (protect, cache_rules) = compile(&config)?;
+        let protect = Protection::new(&config).map_err(|e| in_file(&config, e))?;
         let tls = compile_tls(&config)?;
         let log = &config.access_log;
         let access_log = if log.enabled {
@@ -57,7 +35,6 @@ impl Settings {
             access_log,
             tls,
             protect,
-            cache_rules,
             config,
         })
     }
@@ -65,25 +42,9 @@ impl Settings {
     /// Everything [`Settings::new`] checks, without opening the log: what `check-config` runs,
     /// so that it passes exactly the files `serve` and a reload accept.
     pub fn check(config: &Config) -> anyhow::Result<Vec<crate::tls::Endpoint>> {
-        compile(config)?;
+        Protection::new(config).map_err(|e| in_file(config, e))?;
         compile_tls(config)
     }
-}
-
-/// The parts of a generation compiled from the configuration: protections (key files read)
-/// and Cache-Control rules.
-fn compile(config: &Config) -> anyhow::Result<(Protection, CacheRules)> {
-    let mut set = GlobSetBuilder::new();
-    let mut values = Vec::new();
-    for (i, rule) in config.cache_control.iter().enumerate() {
-        let glob = GlobBuilder::new(&rule.path).literal_separator(true).build();
-        set.add(glob.map_err(|e| keyed(config, &format!("cache_control[{i}].path"), e))?);
-        let value = HeaderValue::from_str(&rule.value);
-        values.push(value.map_err(|e| keyed(config, &format!("cache_control[{i}].value"), e))?);
-    }
-    let protect = Protection::new(config).map_err(|e| in_file(config, e))?;
-    let globs = set.build()?;
-    Ok((protect, CacheRules { globs, values }))
 }
 
 /// Every `[[tls]]` block, its files read; the error names the block and the file.

@@ -234,7 +234,12 @@ impl Worker {
     /// Open `rel` (normalised) through the open-file cache.
     pub fn open(&self, rel: &str) -> Result<Arc<OpenFile>, OpenError> {
         self.open_cached(rel, rel, |file, meta, settings| {
-            fs::describe(file, meta, rel, settings.cache_rules.value_for(rel))
+            fs::describe(
+                file,
+                meta,
+                rel,
+                settings.config.cache_control.value_for(rel),
+            )
         })
     }
 

@@ -6,6 +6,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use globset::{GlobBuilder, GlobSetBuilder};
+
 use super::raw::*;
 use super::*;
 
@@ -237,13 +239,13 @@ pub(super) fn zip(raw: &RawConfig, file: Option<&Path>) -> Result<ZipSettings, C
     Ok(zip)
 }
 
-/// `[[cache_control]]`: globs and values, checked here and compiled by the settings.
+/// `[[cache_control]]`: each glob and value checked and compiled here, once.
 pub(super) fn cache_control(
     raw: &RawConfig,
     file: Option<&Path>,
-) -> Result<Vec<CacheRule>, ConfigError> {
+) -> Result<CacheRules, ConfigError> {
     let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
-    let mut cache_control = Vec::new();
+    let (mut rules, mut globs, mut values) = (Vec::new(), GlobSetBuilder::new(), Vec::new());
     for (i, rule) in raw.cache_control.iter().enumerate() {
         let key = format!("cache_control[{i}]");
         if !rule.path.starts_with('/') && !rule.path.starts_with('*') {
@@ -252,19 +254,23 @@ pub(super) fn cache_control(
                 format!("{:?} must start with / or *", rule.path),
             ));
         }
-        globset::Glob::new(&rule.path).map_err(|e| err(&format!("{key}.path"), e.to_string()))?;
-        http::HeaderValue::from_str(&rule.value).map_err(|_| {
+        let glob = GlobBuilder::new(&rule.path).literal_separator(true).build();
+        globs.add(glob.map_err(|e| err(&format!("{key}.path"), e.to_string()))?);
+        values.push(http::HeaderValue::from_str(&rule.value).map_err(|_| {
             err(
                 &format!("{key}.value"),
                 format!("{:?} is not a valid header value", rule.value),
             )
-        })?;
-        cache_control.push(CacheRule {
+        })?);
+        rules.push(CacheRule {
             path: rule.path.clone(),
             value: rule.value.clone(),
         });
     }
-    Ok(cache_control)
+    let globs = globs
+        .build()
+        .map_err(|e| err("cache_control", e.to_string()))?;
+    Ok(CacheRules::new(rules, globs, values))
 }
 
 /// `[access_log]`: format and destination (a file in an existing folder).

@@ -209,11 +209,50 @@ pub struct ZipSettings {
     pub max_depth: usize,
 }
 
-/// One Cache-Control rule.
+/// One Cache-Control rule, as written.
 #[derive(Clone, Debug)]
 pub struct CacheRule {
     pub path: String,
     pub value: String,
+}
+
+/// `[[cache_control]]`, compiled once at validation: the rules as written (for the printed
+/// form) and the glob set and header values requests are matched with.
+#[derive(Clone, Debug, Default)]
+pub struct CacheRules {
+    rules: Vec<CacheRule>,
+    globs: globset::GlobSet,
+    values: Vec<http::HeaderValue>,
+}
+
+impl CacheRules {
+    /// The rules, each glob already checked and compiled.
+    pub(crate) fn new(
+        rules: Vec<CacheRule>,
+        globs: globset::GlobSet,
+        values: Vec<http::HeaderValue>,
+    ) -> CacheRules {
+        CacheRules {
+            rules,
+            globs,
+            values,
+        }
+    }
+
+    /// The rules as written, in order.
+    pub fn rules(&self) -> &[CacheRule] {
+        &self.rules
+    }
+
+    /// The Cache-Control value of the first rule matching `rel` (no leading `/`).
+    pub fn value_for(&self, rel: &str) -> Option<http::HeaderValue> {
+        if self.values.is_empty() {
+            return None;
+        }
+        let path = format!("/{rel}");
+        let first = self.globs.matches(&path).into_iter().min()?;
+        Some(self.values[first].clone())
+    }
 }
 
 /// The access log.
@@ -256,7 +295,7 @@ pub struct Config {
     pub socket: SocketTuning,
     pub open_file_cache: OpenFileCacheSettings,
     pub zip: ZipSettings,
-    pub cache_control: Vec<CacheRule>,
+    pub cache_control: CacheRules,
     pub signing: SigningSettings,
     pub bandwidth: Vec<BandwidthRule>,
     pub clients: ClientSettings,

@@ -22,7 +22,7 @@ impl Config {
             socket: Some((&self.socket).into()),
             open_file_cache: Some((&self.open_file_cache).into()),
             zip: Some((&self.zip).into()),
-            cache_control: self.cache_control.iter().map(Into::into).collect(),
+            cache_control: self.cache_control.rules().iter().map(Into::into).collect(),
             signing: Some((&self.signing).into()),
             bandwidth: self.bandwidth.iter().map(Into::into).collect(),
             clients: Some((&self.clients).into()),
