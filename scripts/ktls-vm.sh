@@ -36,22 +36,33 @@ mkdir -p "$work"/root/{bin,dev,proc,sys,host,modules}
 cp "$(command -v busybox)" "$work/root/bin/busybox"
 # The kernel opens /dev/console for init before anything mounts devtmpfs.
 mknod "$work/root/dev/console" c 5 1
-modules="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p"
-for m in $modules; do
-  f=$(modinfo -n -k "$kver" "$m")
+# The guest needs virtio-pci and 9p over virtio to mount this machine's root. Their modules are
+# loaded in dependency order, read from each module's own list (the order differs between kernel
+# versions: Debian 6.1's virtio needs virtio_ring first); built-in ones are skipped.
+modules=()
+add_module() {
+  local m=$1 d
+  for d in "${modules[@]}"; do [ "$d" = "$m" ] && return 0; done
+  for d in $(modinfo -F depends -k "$kver" "$m" | tr , ' '); do add_module "$d"; done
+  local f
+  f=$(modinfo -n -k "$kver" "$m") || { echo "ktls-vm: module $m not found for $kver" >&2; exit 1; }
   case "$f" in
     *.ko) cp "$f" "$work/root/modules/$m.ko" ;;
     *.ko.xz) xz -dc "$f" >"$work/root/modules/$m.ko" ;;
     *.ko.zst) zstd -qdc "$f" >"$work/root/modules/$m.ko" ;;
-    *) echo "ktls-vm: module $m not found for $kver" >&2; exit 1 ;;
+    "(builtin)") return 0 ;;
+    *) echo "ktls-vm: module $m for $kver is $f, which this script cannot load" >&2; exit 1 ;;
   esac
-done
+  modules+=("$m")
+}
+for m in virtio_pci 9pnet_virtio 9p; do add_module "$m"; done
+echo "ktls-vm: guest modules in load order: ${modules[*]}"
 tls_ko=$(modinfo -n -k "$kver" tls)
 cat >"$work/root/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t devtmpfs dev /dev
-for m in $modules; do /bin/busybox insmod /modules/\$m.ko; done
+for m in ${modules[*]}; do /bin/busybox insmod /modules/\$m.ko || echo "ktls-vm: insmod \$m failed"; done
 /bin/busybox mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576,ro host /host
 /bin/busybox mount -t proc proc /host/proc
 /bin/busybox mount -t sysfs sys /host/sys
