@@ -165,40 +165,11 @@ pub fn start_with(
             .map_err(|e| anyhow::anyhow!("root {}: {e}", config.root.display()))?,
     );
     let workers = config.workers;
-    let tls_addrs: Vec<(SocketAddr, usize)> = config
-        .tls
-        .iter()
-        .enumerate()
-        .flat_map(|(i, t)| t.listen.iter().map(move |a| (*a, i)))
-        .collect();
-    // Each listener's `[[tls]]` block, if it is an HTTPS listener: the plain addresses are bound
-    // first, then the HTTPS ones; an inherited socket is HTTPS when a block lists its address.
-    let (listeners, addrs, roles) = if inherited.is_empty() {
-        let all: Vec<SocketAddr> = config
-            .listen
-            .iter()
-            .copied()
-            .chain(tls_addrs.iter().map(|(a, _)| *a))
-            .collect();
-        let (listeners, addrs) = crate::listen::bind_all(&all, workers, &config.socket)?;
-        let plain = std::iter::repeat_n(None, config.listen.len());
-        let roles = plain
-            .chain(tls_addrs.iter().map(|(_, i)| Some(*i)))
-            .collect();
-        (listeners, addrs, roles)
-    } else {
-        let (listeners, addrs) = share_inherited(&inherited, workers)?;
-        for (addr, block) in tls_addrs.iter().filter(|(a, _)| !addrs.contains(a)) {
-            tracing::warn!(
-                "tls[{block}].listen names {addr}, which the service manager did not pass in: no HTTPS there"
-            );
-        }
-        let roles: Vec<Option<usize>> = addrs
-            .iter()
-            .map(|a| tls_addrs.iter().find(|(t, _)| t == a).map(|(_, i)| *i))
-            .collect();
-        (listeners, addrs, roles)
-    };
+    let Bound {
+        listeners,
+        addrs,
+        roles,
+    } = bind_or_share(&config, inherited)?;
     let stats = Stats::new(workers);
     let (tx, rx) = watch::channel(false);
     let admin_listen = config.admin_listen;
@@ -245,6 +216,59 @@ pub fn start_with(
         admin,
         admin_stop,
         unready,
+    })
+}
+
+/// Every worker's listeners, their addresses, and each address's `[[tls]]` block (`None`: plain
+/// HTTP), in one order.
+struct Bound {
+    listeners: Vec<Vec<std::net::TcpListener>>,
+    addrs: Vec<SocketAddr>,
+    roles: Vec<Option<usize>>,
+}
+
+/// Bind `config`'s plain and HTTPS addresses, or share the `inherited` sockets (socket
+/// activation) among the workers when there are any.
+fn bind_or_share(config: &Config, inherited: Vec<std::net::TcpListener>) -> anyhow::Result<Bound> {
+    let tls_addrs: Vec<(SocketAddr, usize)> = config
+        .tls
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.listen.iter().map(move |a| (*a, i)))
+        .collect();
+    // Each listener's `[[tls]]` block, if it is an HTTPS listener: the plain addresses are bound
+    // first, then the HTTPS ones; an inherited socket is HTTPS when a block lists its address.
+    let workers = config.workers;
+    let (listeners, addrs, roles) = if inherited.is_empty() {
+        let all: Vec<SocketAddr> = config
+            .listen
+            .iter()
+            .copied()
+            .chain(tls_addrs.iter().map(|(a, _)| *a))
+            .collect();
+        let (listeners, addrs) = crate::listen::bind_all(&all, workers, &config.socket)?;
+        let plain = std::iter::repeat_n(None, config.listen.len());
+        let roles = plain
+            .chain(tls_addrs.iter().map(|(_, i)| Some(*i)))
+            .collect();
+        (listeners, addrs, roles)
+    } else {
+        let (listeners, addrs) = share_inherited(&inherited, workers)?;
+        for (addr, block) in tls_addrs.iter().filter(|(a, _)| !addrs.contains(a)) {
+            tracing::warn!(
+                "tls[{block}].listen names {addr}, which the service manager did not pass in: no HTTPS there"
+            );
+        }
+        let roles: Vec<Option<usize>> = addrs
+            .iter()
+            .map(|a| tls_addrs.iter().find(|(t, _)| t == a).map(|(_, i)| *i))
+            .collect();
+        (listeners, addrs, roles)
+    };
+    Ok(Bound {
+        listeners,
+        addrs,
+        roles,
     })
 }
 
