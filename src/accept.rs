@@ -198,20 +198,37 @@ async fn serve_connection(
         transport,
     ));
     let io = TokioIo::new(SendfileIo::new(tcp, conn.clone(), security));
-    let conn_for_log = conn.clone();
+    let result = serve_http(io, conn.clone(), &worker, &mut shutdown).await;
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+        if let Some(reason) = early_refusal(&e, conn.spoiled.get()) {
+            worker.count_early_refusal(reason, peer);
+        }
+    }
+    conn.finish_exchange(true);
+}
+
+/// Serve the connection's requests with hyper until the client leaves or, once the server
+/// stops, until hyper's graceful shutdown has answered the request in flight.
+async fn serve_http(
+    io: TokioIo<SendfileIo>,
+    conn: Rc<ConnShared>,
+    worker: &Worker,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), hyper::Error> {
     let connection = worker
         .http
         .borrow()
-        .serve_connection(io, FileService::new(conn));
+        .serve_connection(io, FileService::new(conn.clone()));
     tokio::pin!(connection);
-    let result = tokio::select! {
+    tokio::select! {
         r = connection.as_mut() => r,
         _ = shutdown.wait_for(|stop| *stop) => 'drain: {
             // A connection accepted just before the stop whose first request has not been read
             // yet would be closed unanswered by hyper's graceful shutdown (it counts as idle).
             // It was accepted, so it gets its answer: wait for its first request to start (the
             // header timeout still bounds a client that sends nothing).
-            while conn_for_log.requests.get() == 0 {
+            while conn.requests.get() == 0 {
                 tokio::select! {
                     r = connection.as_mut() => break 'drain r,
                     _ = tokio::time::sleep(Duration::from_millis(5)) => {}
@@ -220,14 +237,7 @@ async fn serve_connection(
             connection.as_mut().graceful_shutdown();
             connection.as_mut().await
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-        if let Some(reason) = early_refusal(&e, conn_for_log.spoiled.get()) {
-            worker.count_early_refusal(reason, peer);
-        }
     }
-    conn_for_log.finish_exchange(true);
 }
 
 /// The TLS handshake of a connection on the listener of `[[tls]]` block `block`, counted by
