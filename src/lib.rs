@@ -49,6 +49,7 @@ pub mod sys;
 mod systemd;
 pub mod tls;
 pub mod units;
+pub mod url_prefix;
 mod worker;
 mod zip;
 

@@ -2,6 +2,7 @@
 //! with defaults filled in, and names the file and the key in any error.
 
 use crate::digest::Plan;
+use crate::url_prefix::UrlPrefix;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -374,20 +375,6 @@ pub(super) fn admin(
     Ok(admin_listen)
 }
 
-/// A path prefix as written in the file → leading and trailing `/`, no `.`/`..`.
-pub(super) fn prefix(text: &str) -> Result<String, String> {
-    if !text.starts_with('/') {
-        return Err(format!("{text:?} must start with /"));
-    }
-    let mut rel = String::new();
-    crate::fs::path::normalize(text, &mut rel).map_err(|e| format!("{text:?}: {e}"))?;
-    Ok(if rel.is_empty() {
-        "/".to_string()
-    } else {
-        format!("/{rel}/")
-    })
-}
-
 pub(super) fn check_signing(
     raw: RawSigning,
     file: Option<&Path>,
@@ -423,7 +410,7 @@ pub(super) fn check_signing(
     }
     let mut protected = Vec::new();
     for (i, p) in raw.protected.iter().enumerate() {
-        protected.push(prefix(p).map_err(|m| err(format!("signing.protected[{i}]"), m))?);
+        protected.push(UrlPrefix::parse(p).map_err(|m| err(format!("signing.protected[{i}]"), m))?);
     }
     if !protected.is_empty() && keys.is_empty() {
         return Err(err(
@@ -442,7 +429,7 @@ pub(super) fn check_bandwidth(
     for (i, r) in raw.iter().enumerate() {
         let err =
             |key: &str, msg: String| ConfigError::new(file, format!("bandwidth[{i}].{key}"), msg);
-        let p = prefix(&r.prefix).map_err(|m| err("prefix", m))?;
+        let p = UrlPrefix::parse(&r.prefix).map_err(|m| err("prefix", m))?;
         if rules.iter().any(|o| o.prefix == p) {
             return Err(err("prefix", format!("{p:?} has two rules")));
         }

@@ -269,7 +269,7 @@ pub struct AccessLogSettings {
 pub struct SigningSettings {
     pub keys: Vec<crate::bounded_read::KeySource>,
     /// Leading and trailing `/`.
-    pub protected: Vec<String>,
+    pub protected: Vec<crate::url_prefix::UrlPrefix>,
 }
 
 /// Connection caps and per-client rates.
@@ -357,8 +357,7 @@ pub struct ClientLimits {
 /// `burst` (nginx's limit_rate and limit_rate_after).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BandwidthRule {
-    /// Leading and trailing `/` (or just `/` for everything).
-    pub prefix: String,
+    pub prefix: crate::url_prefix::UrlPrefix,
     pub rate: u64,
     pub burst: u64,
 }

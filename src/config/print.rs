@@ -161,7 +161,7 @@ impl From<&CacheRule> for RawCacheRule {
 impl From<&SigningSettings> for RawSigning {
     fn from(s: &SigningSettings) -> Self {
         RawSigning {
-            protected: s.protected.clone(),
+            protected: s.protected.iter().map(|p| p.to_string()).collect(),
             keys: s
                 .keys
                 .iter()
@@ -177,7 +177,7 @@ impl From<&SigningSettings> for RawSigning {
 impl From<&BandwidthRule> for RawBandwidthRule {
     fn from(b: &BandwidthRule) -> Self {
         RawBandwidthRule {
-            prefix: b.prefix.clone(),
+            prefix: b.prefix.to_string(),
             rate: SizeText::Bytes(b.rate),
             burst: bytes(b.burst),
         }

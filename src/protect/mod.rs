@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::url_prefix::UrlPrefix;
 use clients::ClientTable;
 use signing::{Denial, Grant, KeyRing, MethodClass};
 
@@ -19,8 +20,8 @@ pub use crate::config::BandwidthRule;
 /// Everything the protections need, shared by the workers.
 pub struct Protection {
     pub keys: KeyRing,
-    /// Prefixes (leading and trailing `/`) whose paths need a valid signature.
-    pub protected: Vec<String>,
+    /// Prefixes whose paths need a valid signature.
+    pub protected: Vec<UrlPrefix>,
     /// Longest prefix first.
     pub bandwidth: Vec<BandwidthRule>,
     /// Burst for links that carry `rate=` without a rule of their own.
@@ -45,7 +46,7 @@ impl Protection {
         let keys = KeyRing::load(config.signing.keys.clone())
             .map_err(|(i, m)| anyhow::anyhow!("signing.keys[{i}].file: {m}"))?;
         let mut bandwidth = config.bandwidth.clone();
-        bandwidth.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        bandwidth.sort_by_key(|r| std::cmp::Reverse(r.prefix.as_str().len()));
         Ok(Protection {
             keys,
             protected: config.signing.protected.clone(),
@@ -64,22 +65,17 @@ impl Protection {
 
     /// Whether `path` (leading `/`) needs a signature.
     pub fn is_protected(&self, path: &str) -> bool {
-        self.protected.iter().any(|p| signing::within(path, p))
+        self.protected.iter().any(|p| p.covers(path))
     }
 
     /// The protected prefixes strictly inside `dir` (leading `/`, no trailing slash), as paths
     /// relative to the root without slashes at either end: what an unsigned archive of `dir`
     /// must leave out.
     pub fn protected_below(&self, dir: &str) -> Vec<String> {
-        let dir_prefix = if dir == "/" {
-            "/".to_string()
-        } else {
-            format!("{dir}/")
-        };
         self.protected
             .iter()
-            .filter(|p| p.starts_with(&dir_prefix) && p.len() > dir_prefix.len())
-            .map(|p| p.trim_matches('/').to_string())
+            .filter(|p| p.is_strictly_inside(dir))
+            .map(|p| p.relative().to_string())
             .collect()
     }
 
@@ -102,10 +98,7 @@ impl Protection {
             // the request is simply unsigned.
             admission.grant = self.keys.verify(method, path, query, now).ok();
         }
-        let rule = self
-            .bandwidth
-            .iter()
-            .find(|r| signing::within(path, &r.prefix));
+        let rule = self.bandwidth.iter().find(|r| r.prefix.covers(path));
         admission.pace = match (admission.grant.as_ref().and_then(|g| g.rate), rule) {
             (Some(0), _) => None,
             (Some(rate), Some(r)) => Some((rate, r.burst)),

@@ -329,18 +329,12 @@ impl KeyRing {
             return Err(Denial::Expired);
         }
         if let Some(p) = &prefix {
-            if !within(path, p) {
+            if !crate::url_prefix::path_within(path, p) {
                 return Err(Denial::OutOfScope);
             }
         }
         Ok(Grant { kid, rate, prefix })
     }
-}
-
-/// Whether `path` (leading `/`, no trailing slash needed) lies under `prefix` (leading and
-/// trailing `/`); the prefix's own directory counts.
-pub fn within(path: &str, prefix: &str) -> bool {
-    path.starts_with(prefix) || path.len() + 1 == prefix.len() && prefix.starts_with(path)
 }
 
 /// Seconds since the Unix epoch now.
