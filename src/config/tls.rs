@@ -1,6 +1,6 @@
 //! `[[tls]]`: HTTPS listeners, validated. Each block is one group of addresses
 //! with its own certificates, protocol versions, client-certificate rule and ticket keys. The
-//! files are only named and checked for readability here; `crate::tls` loads them (at start-up
+//! files are only named and checked for readability here; the `tls` module (a layer up) loads them (at start-up
 //! and on every SIGHUP).
 
 use std::net::SocketAddr;

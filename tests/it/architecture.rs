@@ -157,3 +157,107 @@ fn the_cycle_finder_finds_cycles() {
     g.entry("c".into()).or_default().insert("a".into());
     assert_eq!(find_cycle(&g).unwrap(), ["a", "b", "c", "a"]);
 }
+
+/// The layer of every module, read from the diagram in docs/architecture.md: a line starting
+/// with a number opens a layer, the lines under it continue it; `dir/{mod: what, a, b}` names
+/// `dir`, `dir::a` and `dir::b`; parenthesised text is description.
+fn documented_layers() -> BTreeMap<String, u32> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+            .unwrap();
+    let diagram = doc
+        .split("```\n")
+        .find(|block| block.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .expect("docs/architecture.md has the layer diagram");
+    let mut layers = BTreeMap::new();
+    let mut layer = None;
+    for line in diagram.lines() {
+        let mut text = line.trim();
+        if let Some((n, rest)) = text.split_once(' ') {
+            if let Ok(n) = n.parse::<u32>() {
+                layer = Some(n);
+                text = rest;
+            }
+        }
+        let layer = layer.expect("the diagram opens with a layer number");
+        for name in diagram_names(text) {
+            layers.insert(name, layer);
+        }
+    }
+    layers
+}
+
+/// The module names one diagram line gives.
+fn diagram_names(line: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut depth = 0;
+    for c in line.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    let mut names = Vec::new();
+    let mut rest = plain.as_str();
+    while let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
+        rest = &rest[start..];
+        let word_end = rest
+            .find(|c: char| c.is_whitespace() || c == '{')
+            .unwrap_or(rest.len());
+        let word = rest[..word_end].trim_end_matches('/');
+        rest = &rest[word_end..];
+        if let Some(inner) = rest.strip_prefix('{') {
+            let close = inner.find('}').expect("a closing brace");
+            for item in inner[..close].split(',') {
+                let item = item.split(':').next().unwrap().trim();
+                names.push(if item == "mod" {
+                    word.to_string()
+                } else {
+                    format!("{word}::{item}")
+                });
+            }
+            rest = &inner[close + 1..];
+        } else {
+            names.push(word.to_string());
+        }
+    }
+    names
+}
+
+#[test]
+fn every_arrow_points_to_the_same_layer_or_below_as_the_diagram_draws_it() {
+    let known = modules();
+    let layers = documented_layers();
+    let layer_of = |m: &str| {
+        layers
+            .get(m)
+            .copied()
+            .or_else(|| layers.get(m.split("::").next().unwrap()).copied())
+    };
+    let mut problems = Vec::new();
+    for m in known.keys() {
+        if layer_of(m).is_none() {
+            problems.push(format!("{m} is not in the diagram"));
+        }
+    }
+    for (from, targets) in arrows(&known) {
+        for to in targets {
+            if let (Some(a), Some(b)) = (layer_of(&from), layer_of(&to)) {
+                if b > a {
+                    problems.push(format!("{from} (layer {a}) uses {to} (layer {b})"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn diagram_lines_name_modules_and_skip_descriptions() {
+    assert_eq!(
+        diagram_names("io/{mod: SendfileIo, tls, ktls}   body (the body)  fs::path"),
+        ["io", "io::tls", "io::ktls", "body", "fs::path"]
+    );
+}
