@@ -25,8 +25,8 @@ use crate::zip::{PinError, ZipRequest};
 use hyper::body::Incoming;
 
 use super::bodies::read_body;
-use super::existing_dir;
 use super::reply::*;
+use super::target::Target;
 
 pub(super) const APPLICATION_ZIP: HeaderValue = HeaderValue::from_static("application/zip");
 
@@ -34,11 +34,15 @@ pub(super) const NO_RANGES: HeaderValue = HeaderValue::from_static("none");
 
 /// The directory (relative to the root) an archive request names, if it is a well-formed
 /// GET, HEAD or POST of an existing directory; anything else is answered as a file request.
-pub(super) fn archive_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
+pub(super) fn archive_dir(
+    conn: &Rc<ConnShared>,
+    req: &http::request::Parts,
+    target: &Target,
+) -> Option<String> {
     if !matches!(req.method, Method::GET | Method::HEAD | Method::POST) {
         return None;
     }
-    existing_dir(conn, req)
+    target.existing_dir(conn)
 }
 
 /// Answer an archive request for the directory `dir` (relative to the root): read the

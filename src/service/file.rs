@@ -20,26 +20,31 @@ use crate::http::encoding::{self, Choice, Coding};
 use crate::http::gate::{self, Decision};
 use crate::http::range::ByteRange;
 
+use super::admit;
 use super::reply::*;
-use super::{admit, target_path, TargetRefusal};
+use super::target::{Target, TargetRefusal};
 
 pub(super) const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
 
 pub(super) const ACCEPT_ENCODING_VARY: HeaderValue = HeaderValue::from_static("Accept-Encoding");
 
 /// Answer a request for a file (or a directory's index).
-pub(super) fn answer(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Response<Body> {
+pub(super) fn answer(
+    conn: &Rc<ConnShared>,
+    req: &http::request::Parts,
+    target: &mut Target,
+) -> Response<Body> {
     let is_head = req.method == Method::HEAD;
     if req.method != Method::GET && !is_head {
         return not_get(conn, &req.method);
     }
     let config = conn.worker.config();
-    let mut rel = conn.worker.scratch_path.borrow_mut();
-    let file = match resolve(conn, req, &mut rel) {
+    let file = match resolve(conn, req, target) {
         Ok(file) => file,
         Err(refusal) => return refusal,
     };
-    let Some((file, vary)) = negotiate(conn, req, &rel, file, &config.precompressed) else {
+    let rel = &target.rel;
+    let Some((file, vary)) = negotiate(conn, req, rel, file, &config.precompressed) else {
         let mut resp = error(
             conn,
             StatusCode::NOT_ACCEPTABLE,
@@ -49,7 +54,7 @@ pub(super) fn answer(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Respo
             .insert(header::VARY, ACCEPT_ENCODING_VARY);
         return resp;
     };
-    let mut resp = represent(conn, req, &file, &rel, is_head, config.max_ranges);
+    let mut resp = represent(conn, req, &file, rel, is_head, config.max_ranges);
     if vary {
         resp.headers_mut()
             .insert(header::VARY, ACCEPT_ENCODING_VARY);
@@ -78,21 +83,22 @@ fn not_get(conn: &Rc<ConnShared>, method: &Method) -> Response<Body> {
     resp
 }
 
-/// The file a GET or HEAD names, with `rel` left as its normalised path: the path made safe,
-/// the dotfile rule and the protections applied, a directory redirected (no trailing slash) or
-/// replaced by its index file.
+/// The file a GET or HEAD names, with the target's `rel` left as the file's path: the
+/// protections applied, a directory redirected (no trailing slash) or replaced by its index
+/// file.
 fn resolve(
     conn: &Rc<ConnShared>,
     req: &http::request::Parts,
-    rel: &mut String,
+    target: &mut Target,
 ) -> Result<Arc<OpenFile>, Response<Body>> {
-    let norm = target_path(conn, req, rel).map_err(|why| match why {
+    let norm = target.path.map_err(|why| match why {
         TargetRefusal::TooLong => {
             error(conn, StatusCode::URI_TOO_LONG, "request target too long\n")
         }
         TargetRefusal::BadPath => error(conn, StatusCode::BAD_REQUEST, "bad request path\n"),
         TargetRefusal::Hidden => not_found(conn),
     })?;
+    let rel = &mut *target.rel;
     let config = conn.worker.config();
     if admit(conn, req, rel).is_err() {
         return Err(forbidden(conn));

@@ -12,16 +12,20 @@ use crate::conn::ConnShared;
 use crate::fs::OpenError;
 use crate::protect::Admission;
 
-use super::existing_dir;
 use super::reply::*;
+use super::target::Target;
 
 /// The directory (relative to the root) a request should get a listing of: a well-formed GET or
 /// HEAD of an existing directory, with the trailing slash, that has no index file.
-pub(super) fn listing_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
+pub(super) fn listing_dir(
+    conn: &Rc<ConnShared>,
+    req: &http::request::Parts,
+    target: &Target,
+) -> Option<String> {
     if !req.uri.path().ends_with('/') || !matches!(req.method, Method::GET | Method::HEAD) {
         return None;
     }
-    let rel = existing_dir(conn, req)?;
+    let rel = target.existing_dir(conn)?;
     let config = conn.worker.config();
     let index = if rel.is_empty() {
         config.index.clone()

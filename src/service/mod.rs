@@ -11,6 +11,7 @@ mod bodies;
 mod file;
 mod listing;
 mod reply;
+mod target;
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
@@ -22,9 +23,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 
 use crate::body::Body;
-use crate::config::DotfileRule;
 use crate::conn::ConnShared;
-use crate::fs::path::{has_dotfile, normalize};
 use crate::protect::signing::unix_now;
 use crate::protect::{Admission, Pacer};
 use crate::stats::WorkerStats;
@@ -33,6 +32,7 @@ use hyper::body::Incoming;
 
 use bodies::{discard_body, record};
 use reply::*;
+use target::Target;
 
 /// The per-connection service; cheap to create at accept time.
 pub struct FileService {
@@ -262,73 +262,31 @@ fn host_error(req: &http::request::Parts) -> Option<&'static str> {
     None
 }
 
-/// Answer one request.
+/// Answer one request: its Host checked, its target parsed once, then an archive, a listing or
+/// a file.
 fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
     if let Some(text) = host_error(req) {
         return Reply::Now(error(conn, StatusCode::BAD_REQUEST, text));
     }
-    let zip_enabled = conn.worker.config().zip.enabled;
-    if zip_enabled && wants_archive(req.uri.query()) {
-        if let Some(dir) = archive::archive_dir(conn, req) {
+    let mut target = Target::parse(conn, &req.uri);
+    let config = conn.worker.config();
+    if config.zip.enabled && wants_archive(req.uri.query()) {
+        if let Some(dir) = archive::archive_dir(conn, req, &target) {
             return match admit(conn, req, &dir) {
                 Ok(admission) => Reply::Archive(dir, admission),
                 Err(()) => Reply::Now(forbidden(conn)),
             };
         }
     }
-    if conn.worker.config().listing.is_some() {
-        if let Some(dir) = listing::listing_dir(conn, req) {
+    if config.listing.is_some() {
+        if let Some(dir) = listing::listing_dir(conn, req, &target) {
             return match admit(conn, req, &dir) {
                 Ok(admission) => Reply::Listing(dir, admission),
                 Err(()) => Reply::Now(forbidden(conn)),
             };
         }
     }
-    Reply::Now(file::answer(conn, req))
-}
-
-/// The normalised path of the existing, servable directory a well-formed request names (one
-/// Host, a target within the limit, no refused dotfile); `None` sends the request down the file
-/// path, which gives the right error.
-fn existing_dir(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Option<String> {
-    let mut rel = String::new();
-    target_path(conn, req, &mut rel).ok()?;
-    match conn.worker.open(&rel) {
-        Ok(f) if f.is_dir => Some(rel),
-        _ => None,
-    }
-}
-
-/// Why a request target names no servable path.
-enum TargetRefusal {
-    /// Longer than `limits.target_bytes` (414).
-    TooLong,
-    /// Not a safe path (400).
-    BadPath,
-    /// Refused by the dotfile rule (404).
-    Hidden,
-}
-
-/// The request's path, checked and normalised into `rel` the same way for files, listings and
-/// archives: the target within the limit, the path decoded once and made safe, the dotfile
-/// rule applied.
-fn target_path(
-    conn: &Rc<ConnShared>,
-    req: &http::request::Parts,
-    rel: &mut String,
-) -> Result<crate::fs::path::Normalized, TargetRefusal> {
-    let config = conn.worker.config();
-    if req.uri.path_and_query().map_or(1, |pq| pq.as_str().len()) > config.limits.target_bytes {
-        return Err(TargetRefusal::TooLong);
-    }
-    let norm = normalize(req.uri.path(), rel).map_err(|e| {
-        tracing::debug!(reason = %e, "bad request path");
-        TargetRefusal::BadPath
-    })?;
-    if config.dotfiles == DotfileRule::Deny && has_dotfile(rel) {
-        return Err(TargetRefusal::Hidden);
-    }
-    Ok(norm)
+    Reply::Now(file::answer(conn, req, &mut target))
 }
 
 /// An archive POST reads its own body (the selection).
