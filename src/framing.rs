@@ -128,17 +128,6 @@ pub enum Spoil {
     BadContentLength,
 }
 
-impl Spoil {
-    /// The label counted in /metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Spoil::BareLf => "bare_lf",
-            Spoil::DuplicateFraming => "duplicate_framing",
-            Spoil::BadContentLength => "bad_content_length",
-        }
-    }
-}
-
 impl Default for StreamGuard {
     fn default() -> Self {
         StreamGuard {

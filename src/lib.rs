@@ -29,7 +29,7 @@ pub mod config;
 mod conn;
 mod copy;
 pub mod digest;
-pub mod framing;
+mod framing;
 pub mod fs;
 pub mod http;
 mod io;
