@@ -84,13 +84,14 @@ mod tests {
                 trailing_slash: slash,
             })
         };
-        let cases: &[(
-            &str,
+        type Case = (
+            &'static str,
             usize,
             DotfileRule,
             Result<Normalized, TargetRefusal>,
-            &str,
-        )] = &[
+            &'static str,
+        );
+        let cases: &[Case] = &[
             ("/a/b.txt", 64, Deny, ok(false), "a/b.txt"),
             ("/a/./c/../b.txt?x=1", 64, Deny, ok(false), "a/b.txt"),
             ("/dir/", 64, Deny, ok(true), "dir"),
