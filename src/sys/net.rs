@@ -125,12 +125,7 @@ pub fn unacked_bytes(sock: &impl AsFd) -> io::Result<u64> {
 /// socket; anything else is refused and left open.
 pub fn adopt_listener(fd: std::os::fd::RawFd) -> io::Result<std::net::TcpListener> {
     use std::os::fd::FromRawFd;
-    // SAFETY: fstat writes one `stat` into a live local; a bad descriptor gives EBADF.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: see above; `st` is valid for writes of its size.
-    if unsafe { libc::fstat(fd, &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let st = nix::sys::stat::fstat(fd)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(io::Error::other(format!("descriptor {fd} is not a socket")));
     }

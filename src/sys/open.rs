@@ -5,7 +5,11 @@
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::config::SymlinkRule;
@@ -15,72 +19,54 @@ static OPENAT2_MISSING: AtomicBool = AtomicBool::new(false);
 /// Open `rel` (relative, already normalised: no `..`, no leading `/`) beneath the directory `root`
 /// read-only. Errors: NotFound, PermissionDenied, or `ELOOP`/`EXDEV` when a symlink breaks the rule.
 pub fn open_beneath(root: BorrowedFd<'_>, rel: &CStr, rule: SymlinkRule) -> io::Result<File> {
-    let flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
     let resolve = match rule {
         SymlinkRule::Deny => {
-            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
         }
-        SymlinkRule::InsideRoot => libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
-        SymlinkRule::Follow => libc::RESOLVE_NO_MAGICLINKS,
+        SymlinkRule::InsideRoot => {
+            ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS
+        }
+        SymlinkRule::Follow => ResolveFlag::RESOLVE_NO_MAGICLINKS,
     };
     if !OPENAT2_MISSING.load(Ordering::Relaxed) {
-        match openat2(root, rel, flags, resolve) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                OPENAT2_MISSING.store(true, Ordering::Relaxed);
-            }
-            other => return other,
+        let how = OpenHow::new().flags(READ_FLAGS).resolve(resolve);
+        match fcntl::openat2(root.as_raw_fd(), rel, how) {
+            Err(Errno::ENOSYS) => OPENAT2_MISSING.store(true, Ordering::Relaxed),
+            other => return owned(other),
         }
     }
     open_fallback(root, rel, rule)
 }
 
-fn openat2(root: BorrowedFd<'_>, rel: &CStr, flags: u64, resolve: u64) -> io::Result<File> {
-    /// `struct open_how` from <linux/openat2.h> (libc's is non-exhaustive).
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    let how = OpenHow {
-        flags,
-        mode: 0,
-        resolve,
-    };
-    // SAFETY: `rel` is a NUL-terminated string and `how` a valid open_how whose exact size is
-    // passed; both outlive the call. The returned descriptor is new and owned by nobody else.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+/// Read-only, never the controlling terminal, never blocking on a FIFO's open.
+const READ_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_CLOEXEC)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_NONBLOCK);
+
+/// A descriptor nix just opened, as the `File` that owns it.
+fn owned(fd: nix::Result<RawFd>) -> io::Result<File> {
+    let fd = fd?;
+    // SAFETY: `fd` was just returned by a successful open; nothing else holds or closes it.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-fn openat(dir: BorrowedFd<'_>, rel: &CStr, flags: libc::c_int) -> io::Result<File> {
-    // SAFETY: `rel` is NUL-terminated and lives for the call; `dir` is an open descriptor.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), rel.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+fn openat(dir: BorrowedFd<'_>, rel: &CStr, flags: OFlag) -> io::Result<File> {
+    owned(fcntl::openat(
+        Some(dir.as_raw_fd()),
+        rel,
+        flags,
+        Mode::empty(),
+    ))
 }
 
 /// Kernels without openat2: open with O_NOFOLLOW semantics per rule, then check through
 /// /proc/self/fd where the opened descriptor lives. The check is on the descriptor we will serve,
 /// so a concurrent rename cannot slip another file in after it.
 fn open_fallback(root: BorrowedFd<'_>, rel: &CStr, rule: SymlinkRule) -> io::Result<File> {
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
-    let file = openat(root, rel, flags)?;
+    let file = openat(root, rel, READ_FLAGS)?;
     if rule == SymlinkRule::Follow {
         return Ok(file);
     }
@@ -98,4 +84,49 @@ fn open_fallback(root: BorrowedFd<'_>, rel: &CStr, rule: SymlinkRule) -> io::Res
         }
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::fd::AsFd;
+
+    /// open_beneath (openat2 here) and the fallback for kernels without it give the same answer for every rule, on a
+    /// real tree: a plain file, a symlink inside the root, one leading out of it.
+    #[test]
+    fn the_fallback_agrees_with_open_beneath_on_every_rule() {
+        let base = std::env::temp_dir().join(format!("sendfiled-open-{}", std::process::id()));
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/file"), b"x").unwrap();
+        std::fs::write(base.join("outside"), b"y").unwrap();
+        let _ = std::os::unix::fs::symlink("d/file", root.join("inside-link"));
+        let _ = std::os::unix::fs::symlink("../outside", root.join("outside-link"));
+        let dir = File::open(&root).unwrap();
+        let outcome = |r: io::Result<File>| r.map(|_| ()).map_err(|e| e.raw_os_error());
+        let cases = [
+            ("d/file", SymlinkRule::Deny, Ok(())),
+            ("inside-link", SymlinkRule::Deny, Err(Some(libc::ELOOP))),
+            ("inside-link", SymlinkRule::InsideRoot, Ok(())),
+            (
+                "outside-link",
+                SymlinkRule::InsideRoot,
+                Err(Some(libc::EXDEV)),
+            ),
+            ("outside-link", SymlinkRule::Follow, Ok(())),
+            ("missing", SymlinkRule::Deny, Err(Some(libc::ENOENT))),
+        ];
+        for (rel, rule, want) in cases {
+            let c = CString::new(rel).unwrap();
+            let via_fallback = outcome(open_fallback(dir.as_fd(), &c, rule));
+            assert_eq!(via_fallback, want, "fallback: {rel} under {rule:?}");
+            let via_open_beneath = outcome(open_beneath(dir.as_fd(), &c, rule));
+            assert_eq!(via_open_beneath, want, "open_beneath: {rel} under {rule:?}");
+        }
+        if OPENAT2_MISSING.load(Ordering::Relaxed) {
+            eprintln!("openat2 is missing on this kernel: open_beneath took the fallback too");
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
