@@ -300,11 +300,11 @@ pub(super) fn access_log(
     Ok(access_log)
 }
 
-/// `[precompressed]`: the variants looked for, in order (empty: off).
+/// `[precompressed]`: `None` when off, else the variants looked for, in order (at least one).
 pub(super) fn precompressed(
     raw: &RawConfig,
     file: Option<&Path>,
-) -> Result<Vec<crate::http::encoding::Coding>, ConfigError> {
+) -> Result<Option<Vec<crate::http::encoding::Coding>>, ConfigError> {
     let err = |key: &str, msg: String| ConfigError::new(file, key, msg);
     let p = raw.precompressed.clone().unwrap_or_default();
     let order = p.order.clone().unwrap_or_else(|| {
@@ -319,12 +319,16 @@ pub(super) fn precompressed(
             ));
         }
     }
-    let precompressed = if p.enabled.unwrap_or(false) {
-        order
-    } else {
-        Vec::new()
-    };
-    Ok(precompressed)
+    if !p.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    if order.is_empty() {
+        return Err(err(
+            "precompressed.order",
+            "is empty: name at least one of \"br\", \"zstd\", \"gzip\", or set enabled = false".into(),
+        ));
+    }
+    Ok(Some(order))
 }
 
 /// `[listing]`: `None` when off, else the entries per page.

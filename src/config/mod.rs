@@ -300,8 +300,8 @@ pub struct Config {
     pub bandwidth: Vec<BandwidthRule>,
     pub clients: ClientSettings,
     pub access_log: AccessLogSettings,
-    /// Precompressed variants, in the server's order of preference (empty = off).
-    pub precompressed: Vec<crate::http::encoding::Coding>,
+    /// Precompressed variants (`None` = off), in the server's order of preference.
+    pub precompressed: Option<Vec<crate::http::encoding::Coding>>,
     /// Directory listings (`None` = off); the value is the most entries one page shows.
     pub listing: Option<usize>,
     /// The admin listener (/metrics, /healthz, /readyz); `None` = off.

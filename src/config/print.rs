@@ -28,8 +28,8 @@ impl Config {
             clients: Some((&self.clients).into()),
             access_log: Some((&self.access_log).into()),
             precompressed: Some(RawPrecompressed {
-                enabled: Some(!self.precompressed.is_empty()),
-                order: (!self.precompressed.is_empty()).then(|| self.precompressed.clone()),
+                enabled: Some(self.precompressed.is_some()),
+                order: self.precompressed.clone(),
             }),
             listing: Some(RawListing {
                 enabled: Some(self.listing.is_some()),

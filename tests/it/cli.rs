@@ -64,6 +64,14 @@ fn bad_configs_are_one_clear_line() {
             "[[cache_control]]\npath = \"/a/[\"\nvalue = \"x\"\n",
             "key `cache_control[0].path`",
         ),
+        (
+            "[precompressed]\nenabled = true\norder = []\n",
+            "key `precompressed.order`: is empty",
+        ),
+        (
+            "[[bandwidth]]\nprefix = \"dl/\"\nrate = \"1MiB\"\n",
+            "key `bandwidth[0].prefix`: \"dl/\" must start with /",
+        ),
         ("this is not toml", "line 1"),
     ];
     for (text, want) in cases {
