@@ -325,7 +325,8 @@ pub(super) fn precompressed(
     if order.is_empty() {
         return Err(err(
             "precompressed.order",
-            "is empty: name at least one of \"br\", \"zstd\", \"gzip\", or set enabled = false".into(),
+            "is empty: name at least one of \"br\", \"zstd\", \"gzip\", or set enabled = false"
+                .into(),
         ));
     }
     Ok(Some(order))

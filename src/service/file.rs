@@ -44,7 +44,13 @@ pub(super) fn answer(
         Err(refusal) => return refusal,
     };
     let rel = &target.rel;
-    let Some((file, vary)) = negotiate(conn, req, rel, file, config.precompressed.as_deref().unwrap_or(&[])) else {
+    let Some((file, vary)) = negotiate(
+        conn,
+        req,
+        rel,
+        file,
+        config.precompressed.as_deref().unwrap_or(&[]),
+    ) else {
         let mut resp = error(
             conn,
             StatusCode::NOT_ACCEPTABLE,
