@@ -339,7 +339,7 @@ impl Worker {
                     .store(cache.small_bytes(), std::sync::atomic::Ordering::Relaxed);
                 return Ok(f);
             }
-            Cached::Stale(_) => {
+            Cached::Stale => {
                 // One stat(2) decides whether the path still names the cached file. A changed
                 // identity (replaced, or now a symlink elsewhere) falls through to a full open
                 // under the symlink rule.

@@ -4,11 +4,11 @@
 //! store that finds them without a request ever waiting ([`store`]), and the `sendfiled digest`
 //! command for deploy pipelines ([`tree`]).
 
-pub mod attribute;
-pub mod hash;
-pub mod store;
+pub(crate) mod attribute;
+pub(crate) mod hash;
+pub(crate) mod store;
 pub mod tree;
-pub mod want;
+pub(crate) mod want;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;

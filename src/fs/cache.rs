@@ -35,8 +35,6 @@ pub struct FileCache {
     max_entries: usize,
     max_mapped: u64,
     valid: Duration,
-    hits: u64,
-    misses: u64,
     /// Files of at most this many bytes keep their body in memory (0: none do).
     small_max: u64,
     small_budget: u64,
@@ -48,7 +46,7 @@ pub enum Cached {
     /// Fresh: serve it.
     Hit(Arc<OpenFile>),
     /// Present but older than `valid`: the caller reopens and calls [`FileCache::revalidate`].
-    Stale(Arc<OpenFile>),
+    Stale,
     /// Not cached.
     Miss,
 }
@@ -64,8 +62,6 @@ impl FileCache {
             max_entries,
             max_mapped,
             valid,
-            hits: 0,
-            misses: 0,
             small_max: 0,
             small_budget: 0,
             small_used: 0,
@@ -82,21 +78,18 @@ impl FileCache {
     /// Look `path` up at time `now`.
     pub fn get(&mut self, path: &str, now: Instant) -> Cached {
         let Some(&i) = self.index.get(path) else {
-            self.misses += 1;
             return Cached::Miss;
         };
         let slot = &mut self.slots[i];
         slot.referenced = true;
         if now.duration_since(slot.checked) <= self.valid {
-            self.hits += 1;
             if slot.small == 0 && slot.entry.len <= self.small_max {
                 let room = self.small_budget - self.small_used;
                 self.small_used += keep_small_body(slot, room);
             }
             Cached::Hit(slot.entry.clone())
         } else {
-            self.misses += 1;
-            Cached::Stale(slot.entry.clone())
+            Cached::Stale
         }
     }
 
@@ -154,11 +147,6 @@ impl FileCache {
         }
     }
 
-    /// (hits, misses) since start.
-    pub fn counters(&self) -> (u64, u64) {
-        (self.hits, self.misses)
-    }
-
     /// Bytes of small bodies held now.
     pub fn small_bytes(&self) -> u64 {
         self.small_used
@@ -167,11 +155,6 @@ impl FileCache {
     /// Number of cached entries.
     pub fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    /// Whether the cache holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     /// Close up to `n` entries (CLOCK order): descriptors ran out, and cached files hold some.
@@ -308,7 +291,7 @@ mod tests {
         let mut c = FileCache::new(10, 1 << 20, Duration::from_millis(10));
         c.insert("a", entry(dir.path(), "a", b"one"), now);
         let later = now + Duration::from_millis(20);
-        assert!(matches!(c.get("a", later), Cached::Stale(_)));
+        assert!(matches!(c.get("a", later), Cached::Stale));
         let same = std::fs::metadata(dir.path().join("a")).unwrap();
         assert!(c.revalidate("a", &same, later).is_some());
         assert!(matches!(c.get("a", later), Cached::Hit(_)));
@@ -317,7 +300,7 @@ mod tests {
         std::fs::rename(dir.path().join("a.new"), dir.path().join("a")).unwrap();
         let replaced = std::fs::metadata(dir.path().join("a")).unwrap();
         let much_later = later + Duration::from_millis(20);
-        assert!(matches!(c.get("a", much_later), Cached::Stale(_)));
+        assert!(matches!(c.get("a", much_later), Cached::Stale));
         assert!(c.revalidate("a", &replaced, much_later).is_none());
         assert!(matches!(c.get("a", much_later), Cached::Miss));
     }

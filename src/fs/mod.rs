@@ -2,10 +2,10 @@
 //! the root under the symlink rule, and the per-worker open-file cache ([`cache`]) that keeps the
 //! fd, the mapping and the ready-made validator headers of hot files.
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod path;
-pub mod small;
-pub mod watch;
+pub(crate) mod small;
+pub(crate) mod watch;
 
 use std::ffi::{CStr, CString};
 use std::fs::File;

@@ -4,11 +4,11 @@
 //! representation passes ([`gate`]). All pure functions with table tests.
 
 pub mod conditional;
-pub mod disposition;
+pub(crate) mod disposition;
 pub mod encoding;
 pub mod forwarded;
-pub mod gate;
-pub mod host;
+pub(crate) mod gate;
+pub(crate) mod host;
 pub mod range;
 
 /// Optional whitespace (RFC 9110 §5.6.3: spaces and tabs) removed from both ends.

@@ -15,7 +15,7 @@ const SHARDS: usize = 64;
 /// A shard is swept of idle entries when it grows past this.
 const SWEEP_AT: usize = 4096;
 
-pub use crate::cidr::{canonical, Cidr};
+pub use crate::cidr::canonical;
 
 pub use crate::config::ClientLimits;
 
@@ -174,6 +174,7 @@ impl ConnectionCount {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cidr::Cidr;
 
     fn table(per_ip: usize, rps: f64, burst: f64, exempt: &[&str]) -> ClientTable {
         ClientTable::new(ClientLimits {

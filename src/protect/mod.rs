@@ -3,7 +3,7 @@
 //! ([`clients`]), and bandwidth pacing per path prefix or per signed link ([`Pacer`], applied by
 //! the IO layer to sendfile chunks). One [`Protection`] is shared by every worker.
 
-pub mod clients;
+pub(crate) mod clients;
 pub mod signing;
 
 use std::time::Duration;

@@ -18,8 +18,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 mod certinfo;
-pub mod handshake;
-pub mod kernel;
+pub(crate) mod handshake;
+pub(crate) mod kernel;
 mod records;
 mod resolve;
 mod tickets;
