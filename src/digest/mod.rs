@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 /// RFC 9530's `Repr-Digest` field.
 pub const REPR_DIGEST: http::HeaderName = http::HeaderName::from_static("repr-digest");
 
+/// `Want-Repr-Digest` (RFC 9530 §4), as a name made once: looked up by a `&str`, every request
+/// paid to parse and lower-case it (about 150 instructions).
+pub const WANT_REPR_DIGEST: http::HeaderName = http::HeaderName::from_static("want-repr-digest");
+
 /// A digest algorithm `Repr-Digest` can name (RFC 9530's registry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum Algorithm {

@@ -11,7 +11,7 @@ use percent_encoding::utf8_percent_encode;
 
 use crate::body::Body;
 use crate::conn::ConnShared;
-use crate::digest::{EtagSource, Known, REPR_DIGEST};
+use crate::digest::{EtagSource, Known, REPR_DIGEST, WANT_REPR_DIGEST};
 use crate::fs::path::PATH_ESCAPES;
 use crate::fs::{OpenError, OpenFile};
 use crate::http::conditional::Validators;
@@ -293,7 +293,7 @@ fn unchanged(conn: &ConnShared, file: &OpenFile) -> bool {
 fn repr_digest(req: &http::request::Parts, known: &Known) -> Option<HeaderValue> {
     let wants = req
         .headers
-        .get_all("want-repr-digest")
+        .get_all(WANT_REPR_DIGEST)
         .iter()
         .map(|v| v.as_bytes());
     let digests = &known.digests;
