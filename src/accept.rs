@@ -185,7 +185,10 @@ async fn serve_connection(
     }
     let (tcp, security, transport) = match tls {
         None => (tcp, Security::Plain, Transport::Plain),
-        Some(block) => match handshake(tcp, block, &worker, peer).await {
+        // Boxed: the handshake's state (rustls's) would otherwise sit inline in every
+        // connection's task, plain ones included, for its whole life: about 3 KiB each (peak RSS
+        // at 1000 plain keep-alive connections 22.4 -> 19.2 MiB).
+        Some(block) => match Box::pin(handshake(tcp, block, &worker, peer)).await {
             Some(secured) => secured,
             None => return,
         },
