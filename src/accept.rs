@@ -186,8 +186,8 @@ async fn serve_connection(
     let (tcp, security, transport) = match tls {
         None => (tcp, Security::Plain, Transport::Plain),
         // Boxed: the handshake's state (rustls's) would otherwise sit inline in every
-        // connection's task, plain ones included, for its whole life: about 3 KiB each (peak RSS
-        // at 1000 plain keep-alive connections 22.4 -> 19.2 MiB).
+        // connection's task, plain ones included, for its whole life: about 3 KiB each (15 770
+        // -> 12 784 bytes per idle connection; docs/benchmarks.md "Memory per connection").
         Some(block) => match Box::pin(handshake(tcp, block, &worker, peer)).await {
             Some(secured) => secured,
             None => return,
@@ -201,7 +201,7 @@ async fn serve_connection(
         transport,
     ));
     let io = TokioIo::new(SendfileIo::new(tcp, conn.clone(), security));
-    let result = serve_http(io, conn.clone(), &worker, &mut shutdown).await;
+    let result = serve_http(io, &conn, &worker, &mut shutdown).await;
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "connection ended with an error");
         if let Some(reason) = early_refusal(&e, conn.spoiled.get()) {
@@ -215,7 +215,7 @@ async fn serve_connection(
 /// stops, until hyper's graceful shutdown has answered the request in flight.
 async fn serve_http(
     io: TokioIo<SendfileIo>,
-    conn: Rc<ConnShared>,
+    conn: &Rc<ConnShared>,
     worker: &Worker,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), hyper::Error> {

@@ -268,7 +268,6 @@ pub struct AccessLogSettings {
 #[derive(Clone, Debug, Default)]
 pub struct SigningSettings {
     pub keys: Vec<crate::bounded_read::KeySource>,
-    /// Leading and trailing `/`.
     pub protected: Vec<crate::url_prefix::UrlPrefix>,
 }
 

@@ -1,7 +1,7 @@
 //! `[[tls]]`: HTTPS listeners, validated. Each block is one group of addresses
 //! with its own certificates, protocol versions, client-certificate rule and ticket keys. The
-//! files are only named and checked for readability here; the `tls` module (a layer up) loads them (at start-up
-//! and on every SIGHUP).
+//! files are only named and checked for readability here; the `tls` module (a layer up) loads
+//! them (at start-up and on every SIGHUP).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

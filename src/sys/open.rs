@@ -6,11 +6,11 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::config::SymlinkRule;
 
@@ -92,17 +92,17 @@ mod tests {
     use std::ffi::CString;
     use std::os::fd::AsFd;
 
-    /// open_beneath (openat2 here) and the fallback for kernels without it give the same answer for every rule, on a
-    /// real tree: a plain file, a symlink inside the root, one leading out of it.
+    /// open_beneath (openat2 here) and the fallback for kernels without it give the same answer
+    /// for every rule, on a real tree: a plain file, a symlink inside the root, one leading out.
     #[test]
     fn the_fallback_agrees_with_open_beneath_on_every_rule() {
-        let base = std::env::temp_dir().join(format!("sendfiled-open-{}", std::process::id()));
-        let root = base.join("root");
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
         std::fs::create_dir_all(root.join("d")).unwrap();
         std::fs::write(root.join("d/file"), b"x").unwrap();
-        std::fs::write(base.join("outside"), b"y").unwrap();
-        let _ = std::os::unix::fs::symlink("d/file", root.join("inside-link"));
-        let _ = std::os::unix::fs::symlink("../outside", root.join("outside-link"));
+        std::fs::write(base.path().join("outside"), b"y").unwrap();
+        std::os::unix::fs::symlink("d/file", root.join("inside-link")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("outside-link")).unwrap();
         let dir = File::open(&root).unwrap();
         let outcome = |r: io::Result<File>| r.map(|_| ()).map_err(|e| e.raw_os_error());
         let cases = [
@@ -127,6 +127,5 @@ mod tests {
         if OPENAT2_MISSING.load(Ordering::Relaxed) {
             eprintln!("openat2 is missing on this kernel: open_beneath took the fallback too");
         }
-        std::fs::remove_dir_all(&base).unwrap();
     }
 }
