@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::body_budget::BodyBudget;
 use crate::conn::ConnShared;
 use crate::framing::Framing;
+use crate::units::Rate;
 
 /// The largest body read (and dropped) on a request that has no use for one.
 pub const DISCARD_LIMIT: usize = 64 * 1024;
@@ -68,7 +69,7 @@ pub struct BodyRules<'a> {
     pub limit: usize,
     pub timeout: Duration,
     /// Bytes per second on average after the first `timeout` (0 = no rule).
-    pub min_rate: u64,
+    pub min_rate: Option<Rate>,
     pub budget: &'a Arc<BodyBudget>,
     pub draining: &'a AtomicBool,
 }
@@ -143,10 +144,8 @@ pub async fn read(
 /// than the minimum rate allows for what came so far.
 fn next_deadline(rules: &BodyRules<'_>, start: Instant, last: Instant, got: usize) -> Instant {
     let gap = last + rules.timeout;
-    if rules.min_rate == 0 {
+    let Some(min_rate) = rules.min_rate else {
         return gap;
-    }
-    let earned = Duration::try_from_secs_f64(got as f64 / rules.min_rate as f64)
-        .unwrap_or(Duration::from_secs(86_400));
-    gap.min(start + rules.timeout + earned)
+    };
+    gap.min(start + rules.timeout + min_rate.time_for(got as u64))
 }

@@ -94,7 +94,7 @@ pub(super) fn limits(raw: &RawConfig, file: Option<&Path>) -> Result<Limits, Con
             .map_err(|m| err("limits.keepalive_timeout", m))?,
         send_timeout: nonzero_duration(&l.send_timeout, defaults::SEND_TIMEOUT_SECS)
             .map_err(|m| err("limits.send_timeout", m))?,
-        min_send_rate: size(&l.min_send_rate, defaults::MIN_SEND_RATE)
+        min_send_rate: rate_or_off(&l.min_send_rate, defaults::MIN_SEND_RATE)
             .map_err(|m| err("limits.min_send_rate", m))?,
         min_send_rate_window: nonzero_duration(
             &l.min_send_rate_window,
@@ -105,7 +105,7 @@ pub(super) fn limits(raw: &RawConfig, file: Option<&Path>) -> Result<Limits, Con
             .map_err(|m| err("limits.shutdown_timeout", m))?,
         body_timeout: nonzero_duration(&l.body_timeout, defaults::BODY_TIMEOUT_SECS)
             .map_err(|m| err("limits.body_timeout", m))?,
-        min_body_rate: size(&l.min_body_rate, defaults::MIN_BODY_RATE)
+        min_body_rate: rate_or_off(&l.min_body_rate, defaults::MIN_BODY_RATE)
             .map_err(|m| err("limits.min_body_rate", m))?,
         body_memory: usize::try_from(
             size(&l.body_memory, defaults::BODY_MEMORY)
@@ -439,9 +439,9 @@ pub(super) fn check_bandwidth(
             return Err(err("prefix", format!("{p:?} has two rules")));
         }
         let rate = parse_size(&r.rate).map_err(|m| err("rate", m))?;
-        if rate < 1024 {
-            return Err(err("rate", format!("{rate} is below 1KiB per second")));
-        }
+        let rate = Rate::new(rate)
+            .filter(|r| r.get() >= 1024)
+            .ok_or_else(|| err("rate", format!("{rate} is below 1KiB per second")))?;
         let burst = size(&r.burst, 0).map_err(|m| err("burst", m))?;
         rules.push(BandwidthRule {
             prefix: p,
@@ -546,6 +546,11 @@ pub(super) fn size(v: &Option<SizeText>, default: u64) -> Result<u64, String> {
     }
 }
 
+/// A rate in bytes per second where 0 means "no rule".
+pub(super) fn rate_or_off(v: &Option<SizeText>, default: u64) -> Result<Option<Rate>, String> {
+    size(v, default).map(Rate::new)
+}
+
 /// `[drain] delay` (or `--drain-delay`): at most ten minutes.
 pub(super) fn drain_delay(
     raw: &RawConfig,
@@ -635,13 +640,10 @@ pub(super) fn digests(
             "\"content\" needs \"sha-256\" in digests.algorithms".into(),
         ));
     }
-    let read_rate = match &d.read_rate {
-        Some(text) => parse_size(text).map_err(|m| err("digests.read_rate", m))?,
-        None => defaults::DIGEST_READ_RATE,
-    };
-    if read_rate == 0 {
-        return Err(err("digests.read_rate", "must be above 0".into()));
-    }
+    let read_rate =
+        size(&d.read_rate, defaults::DIGEST_READ_RATE).map_err(|m| err("digests.read_rate", m))?;
+    let read_rate =
+        Rate::new(read_rate).ok_or_else(|| err("digests.read_rate", "must be above 0".into()))?;
     Ok(Some(std::sync::Arc::new(Plan {
         mode,
         algorithms,

@@ -155,17 +155,17 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Time a response may go without the client accepting any byte before it is closed.
     pub send_timeout: Duration,
-    /// Slowest accepted client, in bytes per second of time spent waiting on the client (0 = no
-    /// rule); measured over `min_send_rate_window`.
-    pub min_send_rate: u64,
+    /// Slowest accepted client, per second of time spent waiting on the client (`None`: no
+    /// rule, written 0); measured over `min_send_rate_window`.
+    pub min_send_rate: Option<Rate>,
     pub min_send_rate_window: Duration,
     /// Time in-flight responses get to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
     /// Longest wait for the next bytes of a request body (408 after it).
     pub body_timeout: Duration,
-    /// Slowest accepted request body on average, in bytes per second after the first
-    /// `body_timeout` (0 = no rule).
-    pub min_body_rate: u64,
+    /// Slowest accepted request body on average, after the first `body_timeout` (`None`: no
+    /// rule, written 0).
+    pub min_body_rate: Option<Rate>,
     /// Request-body bytes all workers may hold in memory at once (503 past it).
     pub body_memory: usize,
 }
@@ -357,12 +357,12 @@ pub struct ClientLimits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BandwidthRule {
     pub prefix: crate::url_prefix::UrlPrefix,
-    pub rate: u64,
+    pub rate: Rate,
     pub burst: u64,
 }
 
 /// Parse a size such as `"2MiB"` (for values that arrive outside the file, e.g. in a link).
-pub use crate::units::{parse_duration, parse_size_text};
+pub use crate::units::{parse_duration, parse_size_text, Rate};
 
 impl Config {
     /// Read `file` (if any), apply `overrides`, and validate everything.

@@ -51,7 +51,7 @@ impl Config {
                         .map_or(crate::digest::Mode::Off, |p| p.mode),
                 ),
                 algorithms: self.digests.as_ref().map(|p| p.algorithms.clone()),
-                read_rate: self.digests.as_ref().and_then(|p| bytes(p.read_rate)),
+                read_rate: self.digests.as_ref().and_then(|p| bytes(p.read_rate.get())),
                 etag: Some(
                     self.digests
                         .as_ref()
@@ -88,6 +88,11 @@ fn bytes(n: u64) -> Option<SizeText> {
     Some(SizeText::Bytes(n))
 }
 
+/// A rate as the file writes it: bytes per second, 0 for no rule.
+fn rate_or_zero(rate: Option<Rate>) -> u64 {
+    rate.map_or(0, Rate::get)
+}
+
 impl From<&Limits> for RawLimits {
     fn from(l: &Limits) -> Self {
         RawLimits {
@@ -97,11 +102,11 @@ impl From<&Limits> for RawLimits {
             header_timeout: secs(l.header_timeout),
             keepalive_timeout: secs(l.keepalive_timeout),
             send_timeout: secs(l.send_timeout),
-            min_send_rate: bytes(l.min_send_rate),
+            min_send_rate: bytes(rate_or_zero(l.min_send_rate)),
             min_send_rate_window: secs(l.min_send_rate_window),
             shutdown_timeout: secs(l.shutdown_timeout),
             body_timeout: secs(l.body_timeout),
-            min_body_rate: bytes(l.min_body_rate),
+            min_body_rate: bytes(rate_or_zero(l.min_body_rate)),
             body_memory: bytes(l.body_memory as u64),
         }
     }
@@ -178,7 +183,7 @@ impl From<&BandwidthRule> for RawBandwidthRule {
     fn from(b: &BandwidthRule) -> Self {
         RawBandwidthRule {
             prefix: b.prefix.to_string(),
-            rate: SizeText::Bytes(b.rate),
+            rate: SizeText::Bytes(b.rate.get()),
             burst: bytes(b.burst),
         }
     }

@@ -83,8 +83,8 @@ pub struct Plan {
     /// Background or precomputed-only (off is no plan at all).
     pub mode: Mode,
     pub algorithms: Vec<Algorithm>,
-    /// Bytes per second the digest thread may read while hashing.
-    pub read_rate: u64,
+    /// How fast the digest thread may read while hashing.
+    pub read_rate: crate::units::Rate,
     pub etag: EtagSource,
     /// Whether the digest thread writes what it hashed to the files' attributes (off by
     /// default: writing changes a file's ctime, which the open-file cache and archives in

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::{attribute, hash, Digests, Mode, Plan, Raw};
 use crate::fs::{file_key, FileKey};
+use crate::units::Rate;
 
 /// Files waiting for the digest thread; a request that finds the queue full is not queued (a
 /// later one will be).
@@ -151,12 +152,12 @@ pub fn lookup(file: &File, key: FileKey, plan: &Arc<Plan>) -> Option<Arc<Digests
 /// The digest thread: one file at a time.
 fn work_forever(queue: Receiver<Job>) {
     let mut buf = vec![0u8; READ_BUF];
-    let mut pace = Pace::new(1);
+    let mut pace = Pace::new(Rate::new(1).expect("1 is not 0"));
     let mut no_attributes = NoAttributes::default();
     for job in queue {
         // Jobs come only through the store, so it is set by now.
         let Some(s) = STORE.get() else { continue };
-        pace.rate = job.plan.read_rate.max(1);
+        pace.rate = job.plan.read_rate;
         let entry = find(&job, &mut buf, &mut pace, &mut no_attributes, s);
         if let Some(entry) = entry {
             if let Ok(mut known) = s.known.lock() {
@@ -283,15 +284,15 @@ impl NoAttributes {
 
 /// Keeps reading at or below a rate: after each read, sleeps until the bytes so far fit it.
 struct Pace {
-    rate: u64,
+    rate: Rate,
     since: Instant,
     bytes: u64,
 }
 
 impl Pace {
-    fn new(rate: u64) -> Pace {
+    fn new(rate: Rate) -> Pace {
         Pace {
-            rate: rate.max(1),
+            rate,
             since: Instant::now(),
             bytes: 0,
         }
@@ -314,6 +315,6 @@ impl Pace {
 
     /// How long the bytes so far take at the rate.
     fn due(&self) -> Duration {
-        Duration::from_secs_f64(self.bytes as f64 / self.rate as f64)
+        self.rate.time_for(self.bytes)
     }
 }

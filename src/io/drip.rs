@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::timer::poll_timer;
+use crate::units::Rate;
 
 /// The minimum-rate rule. A window opens when a write first waits for the client to make room in
 /// the socket, and is judged when it ends: the client must have taken (written minus still
@@ -44,7 +45,7 @@ impl DripWatch {
         &mut self,
         tcp: &TcpStream,
         now: Instant,
-        min_rate: u64,
+        min_rate: Rate,
         length: std::time::Duration,
     ) -> io::Result<()> {
         let Some((start, taken_then)) = self.window else {
@@ -54,7 +55,7 @@ impl DripWatch {
             return Ok(());
         }
         let taken = self.taken(tcp);
-        let needed = min_rate as f64 * (now - start).as_secs_f64();
+        let needed = min_rate.bytes_in(now - start);
         if ((taken - taken_then.min(taken)) as f64) < needed {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,

@@ -47,6 +47,7 @@ use crate::conn::{ConnShared, Phase};
 use crate::framing::StreamGuard;
 use crate::fs::OpenFile;
 use crate::stats::WorkerStats;
+use crate::units::Rate;
 
 /// The IO object handed to hyper (through `TokioIo`).
 pub struct SendfileIo {
@@ -308,7 +309,12 @@ impl SendfileIo {
     }
 
     /// Account for `n` bytes written, and judge the minimum-rate window if one is open.
-    fn wrote(&mut self, n: usize, min_rate: u64, window: std::time::Duration) -> io::Result<usize> {
+    fn wrote(
+        &mut self,
+        n: usize,
+        min_rate: Option<Rate>,
+        window: std::time::Duration,
+    ) -> io::Result<usize> {
         self.write_deadline = None;
         if let Some(mut pacer) = self.conn.pace.get() {
             pacer.sent(n);
@@ -318,7 +324,7 @@ impl SendfileIo {
         self.conn
             .bytes_sent
             .set(self.conn.bytes_sent.get() + n as u64);
-        if self.drip.window.is_some() {
+        if let (Some(min_rate), Some(_)) = (min_rate, self.drip.window) {
             if let Err(e) = self.drip.judge(&self.tcp, Instant::now(), min_rate, window) {
                 WorkerStats::add(&self.stats().min_rate_closes, 1);
                 return Err(self.abort(e));
@@ -333,11 +339,11 @@ impl SendfileIo {
     fn poll_waiting(
         &mut self,
         cx: &mut Context<'_>,
-        min_rate: u64,
+        min_rate: Option<Rate>,
         window: std::time::Duration,
         send_timeout: std::time::Duration,
     ) -> Poll<io::Result<usize>> {
-        if min_rate > 0 {
+        if let Some(min_rate) = min_rate {
             self.drip.open(&self.tcp, Instant::now());
             while self.drip.poll_window_end(cx, window).is_ready() {
                 if let Err(e) = self.drip.judge(&self.tcp, Instant::now(), min_rate, window) {
@@ -464,7 +470,7 @@ impl AsyncWrite for SendfileIo {
         }
         if let Some(pacer) = this.conn.pace.get() {
             // A response we pace slowly must not be judged against a faster minimum.
-            min_rate = min_rate.min(pacer.rate() / 2);
+            min_rate = min_rate.and_then(|m| Rate::new(m.get().min(pacer.rate().get() / 2)));
         }
         let allowed = ready!(this.poll_pace(cx, bufs));
         match this.poll_write_inner(cx, bufs, allowed) {

@@ -6,11 +6,10 @@
 pub(crate) mod clients;
 pub mod signing;
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::units::Rate;
 use crate::url_prefix::UrlPrefix;
 use clients::ClientTable;
 use signing::{Denial, Grant, KeyRing, MethodClass};
@@ -37,7 +36,7 @@ pub struct Admission {
     /// The signature that admitted it, if the path is protected.
     pub grant: Option<Grant>,
     /// Pace the response at (rate, burst).
-    pub pace: Option<(u64, u64)>,
+    pub pace: Option<(Rate, u64)>,
 }
 
 impl Protection {
@@ -100,9 +99,10 @@ impl Protection {
         }
         let rule = self.bandwidth.iter().find(|r| r.prefix.covers(path));
         admission.pace = match (admission.grant.as_ref().and_then(|g| g.rate), rule) {
+            // A link's `rate=0` lifts pacing.
             (Some(0), _) => None,
-            (Some(rate), Some(r)) => Some((rate, r.burst)),
-            (Some(rate), None) => Some((rate, self.default_burst)),
+            (Some(rate), Some(r)) => Rate::new(rate).map(|rate| (rate, r.burst)),
+            (Some(rate), None) => Rate::new(rate).map(|rate| (rate, self.default_burst)),
             (None, Some(r)) => Some((r.rate, r.burst)),
             (None, None) => None,
         };
@@ -115,7 +115,7 @@ impl Protection {
 /// nothing is ever copied to pace it.
 #[derive(Clone, Copy, Debug)]
 pub struct Pacer {
-    rate: u64,
+    rate: Rate,
     burst: u64,
     start: Instant,
     sent: u64,
@@ -123,9 +123,9 @@ pub struct Pacer {
 
 impl Pacer {
     /// A pacer whose clock starts now.
-    pub fn new(rate: u64, burst: u64, now: Instant) -> Pacer {
+    pub fn new(rate: Rate, burst: u64, now: Instant) -> Pacer {
         Pacer {
-            rate: rate.max(1),
+            rate,
             burst,
             start: now,
             sent: 0,
@@ -134,25 +134,26 @@ impl Pacer {
 
     /// The smallest write worth waking up for: an eighth of a second's worth, 1 KiB..256 KiB.
     fn quantum(&self) -> u64 {
-        (self.rate / 8).clamp(1024, 256 * 1024)
+        (self.rate.get() / 8).clamp(1024, 256 * 1024)
     }
 
     /// How many of `want` bytes may be written at `now`, or when enough will be.
     pub fn allowance(&self, now: Instant, want: usize) -> Result<usize, Instant> {
-        let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
-        let allowed = self.burst as f64 + self.rate as f64 * elapsed;
+        let elapsed = now.saturating_duration_since(self.start);
+        let allowed = self.burst as f64 + self.rate.bytes_in(elapsed);
         let available = (allowed - self.sent as f64).max(0.0) as u64;
         let need = self.quantum().min(want as u64);
         if available >= need {
             return Ok(usize::try_from(available).unwrap_or(usize::MAX).min(want));
         }
-        let at = (self.sent + need).saturating_sub(self.burst) as f64 / self.rate as f64;
-        let wait = Duration::try_from_secs_f64(at).unwrap_or(Duration::from_secs(86_400 * 365));
+        let wait = self
+            .rate
+            .time_for((self.sent + need).saturating_sub(self.burst));
         Err(self.start + wait)
     }
 
-    /// The paced rate, bytes per second.
-    pub fn rate(&self) -> u64 {
+    /// The paced rate.
+    pub fn rate(&self) -> Rate {
         self.rate
     }
 
@@ -165,11 +166,12 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn pacer_gives_the_burst_then_the_rate() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(1 << 20, 1 << 20, t0);
+        let mut p = Pacer::new(Rate::new(1 << 20).unwrap(), 1 << 20, t0);
         assert_eq!(p.allowance(t0, 4 << 20), Ok(1 << 20));
         p.sent(1 << 20);
         let wake = p.allowance(t0, 4 << 20).unwrap_err();
