@@ -319,15 +319,10 @@ pub(super) fn precompressed(
             ));
         }
     }
-    if !p.enabled.unwrap_or(false) {
+    // An empty order serves no variant, so it is off, as it always was (and prints back as
+    // `enabled = false`).
+    if !p.enabled.unwrap_or(false) || order.is_empty() {
         return Ok(None);
-    }
-    if order.is_empty() {
-        return Err(err(
-            "precompressed.order",
-            "is empty: name at least one of \"br\", \"zstd\", \"gzip\", or set enabled = false"
-                .into(),
-        ));
     }
     Ok(Some(order))
 }
