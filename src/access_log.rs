@@ -229,6 +229,30 @@ pub struct Exchange {
     text: String,
     /// End offsets in `text` of method, target, user agent, referer, range.
     ends: [usize; 5],
+    /// The line's client and peer as written, kept for the connection's next lines.
+    client_text: AddressText,
+    peer_text: AddressText,
+}
+
+/// An address as a line writes it, formatted once and reused while it stays the same: a
+/// keep-alive connection's peer never changes, nor does its client unless a forwarding header
+/// names another.
+#[derive(Default)]
+struct AddressText {
+    addr: Option<std::net::SocketAddr>,
+    text: Vec<u8>,
+}
+
+impl AddressText {
+    /// `addr` as [`socket_addr`] writes it.
+    fn of(&mut self, addr: std::net::SocketAddr) -> &[u8] {
+        if self.addr != Some(addr) {
+            self.text.clear();
+            socket_addr(addr, &mut self.text);
+            self.addr = Some(addr);
+        }
+        &self.text
+    }
 }
 
 /// Index of a method in the metrics (GET, HEAD, POST, OPTIONS, other).
@@ -262,23 +286,18 @@ impl Exchange {
             return;
         }
         self.wall = Some(SystemTime::now());
-        let header = |name: http::header::HeaderName| -> &[u8] {
-            parts.headers.get(name).map_or(&[][..], |v| v.as_bytes())
-        };
         self.text.push_str(parts.method.as_str());
         self.ends[0] = self.text.len();
         let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         redact_signature(pq, &mut self.text);
         self.ends[1] = self.text.len();
-        self.text
-            .push_str(&String::from_utf8_lossy(header(http::header::USER_AGENT)));
-        self.ends[2] = self.text.len();
-        self.text
-            .push_str(&String::from_utf8_lossy(header(http::header::REFERER)));
-        self.ends[3] = self.text.len();
-        self.text
-            .push_str(&String::from_utf8_lossy(header(http::header::RANGE)));
-        self.ends[4] = self.text.len();
+        let [agent, referer, range] = logged_headers(&parts.headers);
+        for (i, value) in [(2, agent), (3, referer), (4, range)] {
+            if !value.is_empty() {
+                self.text.push_str(&String::from_utf8_lossy(value));
+            }
+            self.ends[i] = self.text.len();
+        }
     }
 
     fn field(&self, i: usize) -> &str {
@@ -289,7 +308,7 @@ impl Exchange {
     /// Append the log line for this exchange to `out` (the worker's batch buffer, so a line
     /// costs no allocation of its own).
     pub fn write_line(
-        &self,
+        &mut self,
         out: &mut Vec<u8>,
         format: Format,
         (client, peer): (std::net::SocketAddr, std::net::SocketAddr),
@@ -307,7 +326,7 @@ impl Exchange {
 
     /// The JSON form: one object, keys in a fixed order.
     fn write_json(
-        &self,
+        &mut self,
         out: &mut Vec<u8>,
         wall: SystemTime,
         (client, peer): (std::net::SocketAddr, std::net::SocketAddr),
@@ -320,9 +339,9 @@ impl Exchange {
         out.extend_from_slice(b"{\"time\":\"");
         rfc3339(wall, out);
         out.extend_from_slice(b"\",\"client\":\"");
-        socket_addr(client, out);
+        out.extend_from_slice(self.client_text.of(client));
         out.extend_from_slice(b"\",\"peer\":\"");
-        socket_addr(peer, out);
+        out.extend_from_slice(self.peer_text.of(peer));
         out.extend_from_slice(b"\",\"method\":");
         json_str(self.field(0), out);
         let target = self.field(1);
@@ -367,7 +386,7 @@ impl Exchange {
 
     /// The combined form (nginx's), with our fields appended after the duration.
     fn write_combined(
-        &self,
+        &mut self,
         out: &mut Vec<u8>,
         wall: SystemTime,
         client: std::net::SocketAddr,
@@ -375,7 +394,10 @@ impl Exchange {
         seconds: f64,
         aborted: bool,
     ) {
-        let _ = write!(out, "{} - - [", client.ip());
+        // Port 0 makes it the bare IP.
+        let ip = std::net::SocketAddr::new(client.ip(), 0);
+        out.extend_from_slice(self.client_text.of(ip));
+        out.extend_from_slice(b" - - [");
         clf_time(wall, out);
         out.extend_from_slice(b"] \"");
         escaped(self.field(0), out);
@@ -462,20 +484,49 @@ fn socket_addr(addr: std::net::SocketAddr, out: &mut Vec<u8>) {
     }
 }
 
+/// `s` as a JSON string. The runs between bytes that need escaping are copied whole (almost
+/// every field is one run).
 fn json_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
-    for &b in s.as_bytes() {
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        // Bytes of multi-byte UTF-8 characters are all >= 0x80 and pass through whole.
+        if b != b'"' && b != b'\\' && b >= 0x20 && b != 0x7f {
+            continue;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        run = i + 1;
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
-            // Bytes of multi-byte UTF-8 characters are all >= 0x80 and pass through whole.
-            b if b < 0x20 || b == 0x7f => {
+            _ => {
                 let _ = write!(out, "\\u{b:04x}");
             }
-            b => out.push(b),
         }
     }
+    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
+}
+
+/// The first User-Agent, Referer and Range values (empty when absent), from one pass over the
+/// request's header names instead of three hashed lookups.
+fn logged_headers(headers: &http::HeaderMap) -> [&[u8]; 3] {
+    use http::header::{RANGE, REFERER, USER_AGENT};
+    let mut found: [Option<&[u8]>; 3] = [None; 3];
+    for (name, value) in headers {
+        let slot = if name == USER_AGENT {
+            0
+        } else if name == REFERER {
+            1
+        } else if name == RANGE {
+            2
+        } else {
+            continue;
+        };
+        found[slot].get_or_insert(value.as_bytes());
+    }
+    found.map(|v| v.unwrap_or_default())
 }
 
 /// nginx's escaping for combined logs: `"`, `\`, control and non-ASCII bytes as `\xHH`.
@@ -580,11 +631,39 @@ mod tests {
     }
 
     #[test]
+    fn an_address_is_formatted_again_only_when_it_changes() {
+        let (a, b) = ("1.2.3.4:5".parse().unwrap(), "[::1]:8080".parse().unwrap());
+        let mut memo = AddressText::default();
+        assert_eq!(memo.of(a), b"1.2.3.4:5");
+        assert_eq!(memo.of(a), b"1.2.3.4:5");
+        assert_eq!(memo.of(b), b"[::1]:8080");
+        assert_eq!(memo.of(a), b"1.2.3.4:5");
+    }
+
+    #[test]
+    fn the_logged_headers_are_the_first_of_each_name() {
+        let mut h = http::HeaderMap::new();
+        h.append(http::header::HOST, "h".parse().unwrap());
+        h.append(http::header::RANGE, "bytes=0-1".parse().unwrap());
+        h.append(http::header::USER_AGENT, "curl/8".parse().unwrap());
+        h.append(http::header::USER_AGENT, "second".parse().unwrap());
+        assert_eq!(
+            logged_headers(&h),
+            [&b"curl/8"[..], &b""[..], &b"bytes=0-1"[..]]
+        );
+        assert_eq!(logged_headers(&http::HeaderMap::new()), [&b""[..]; 3]);
+    }
+
+    #[test]
     fn signatures_are_redacted_and_text_escaped() {
         let mut s = String::new();
         redact_signature("/a?expires=1&kid=k&sig=SECRET&download", &mut s);
         assert_eq!(s, "/a?expires=1&kid=k&sig=REDACTED&download");
         let mut j = Vec::new();
+        json_str("", &mut j);
+        json_str("plain", &mut j);
+        assert_eq!(j, b"\"\"\"plain\"");
+        j.clear();
         json_str("a\"b\\c\nd\u{e9}", &mut j);
         assert_eq!(
             String::from_utf8(j).unwrap(),

@@ -211,6 +211,6 @@ impl ConnShared {
             .map_or(self.peer, |ip| std::net::SocketAddr::new(ip, 0));
         let peer = self.via.unwrap_or(self.peer);
         self.worker
-            .log_exchange(&x, (client, peer), bytes, seconds, aborted);
+            .log_exchange(&mut x, (client, peer), bytes, seconds, aborted);
     }
 }

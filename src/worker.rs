@@ -122,7 +122,7 @@ impl Worker {
     /// Append an exchange's line to the log buffer.
     pub fn log_exchange(
         &self,
-        x: &crate::access_log::Exchange,
+        x: &mut crate::access_log::Exchange,
         (client, peer): (SocketAddr, SocketAddr),
         bytes: u64,
         seconds: f64,

@@ -488,6 +488,69 @@ fn access_log_lines_and_reopen_on_sigusr1() {
     assert!(server.terminate(10).success());
 }
 
+/// The combined format, nginx's field order with ours after the duration, for every request of
+/// a keep-alive connection (the client's text is formatted once per connection and reused).
+#[test]
+fn combined_access_log_lines() {
+    let t = Tree::new();
+    t.file("a.txt", b"alpha");
+    let log = t.dir.path().join("access.log");
+    let config = t.dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[access_log]\nformat = \"combined\"\npath = \"access.log\"\n",
+    )
+    .unwrap();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let mut c = server.connect();
+    for agent in ["first \"agent\"", "second"] {
+        write!(
+            c,
+            "GET /a.txt HTTP/1.1\r\nHost: t\r\nUser-Agent: {agent}\r\nReferer: https://example.com/\r\n\r\n"
+        )
+        .unwrap();
+        assert_eq!(read_response(&mut c, false).unwrap().status, 200);
+    }
+    drop(c);
+    let second = wait_for_line(&log, "\"second\"");
+    let first = wait_for_line(&log, "first");
+    for (line, agent) in [
+        (&first, r#""first \x22agent\x22""#),
+        (&second, r#""second""#),
+    ] {
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(
+            line.contains(" +0000] \"GET /a.txt HTTP/1.1\" 200 "),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("\"https://example.com/\" {agent} ")),
+            "{line}"
+        );
+        let tail: Vec<&str> = line
+            .rsplit(&format!("{agent} "))
+            .next()
+            .unwrap()
+            .split(' ')
+            .collect();
+        assert!(
+            tail[0].parse::<f64>().is_ok(),
+            "duration in seconds: {line}"
+        );
+        // The body path (sendfile until the small-body cache holds the file, then with its
+        // head), no key id, and `digest` once the background digest is known.
+        assert!(["sendfile", "small"].contains(&tail[1]), "{line}");
+        assert_eq!(tail[2], "-", "{line}");
+        assert!(tail[3..].iter().all(|w| *w == "digest"), "{line}");
+    }
+    assert!(server.terminate(10).success());
+}
+
 fn wait_for_line(path: &std::path::Path, needle: &str) -> String {
     let start = Instant::now();
     loop {
