@@ -44,7 +44,7 @@ pub(crate) async fn accept_loop(
                 fd_exhaustion_logged = false;
                 // Counted here, not in the task, so that the cap holds for a burst of accepts.
                 worker.connections.opened();
-                let conn = serve_connection(tcp, peer, worker.clone(), shutdown.clone(), tls);
+                let conn = serve_connection(tcp, peer, worker.clone(), tls);
                 tokio::task::spawn_local(conn);
             }
             Err(e)
@@ -153,7 +153,6 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     worker: Rc<Worker>,
-    mut shutdown: watch::Receiver<bool>,
     tls: Option<usize>,
 ) {
     worker
@@ -201,7 +200,7 @@ async fn serve_connection(
         transport,
     ));
     let io = TokioIo::new(SendfileIo::new(tcp, conn.clone(), security));
-    let result = serve_http(io, &conn, &worker, &mut shutdown).await;
+    let result = serve_http(io, &conn, &worker).await;
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "connection ended with an error");
         if let Some(reason) = early_refusal(&e, conn.spoiled.get()) {
@@ -217,7 +216,6 @@ async fn serve_http(
     io: TokioIo<SendfileIo>,
     conn: &Rc<ConnShared>,
     worker: &Worker,
-    shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), hyper::Error> {
     let connection = worker
         .http
@@ -225,8 +223,9 @@ async fn serve_http(
         .serve_connection(io, FileService::new(conn.clone()));
     tokio::pin!(connection);
     tokio::select! {
+        biased;
         r = connection.as_mut() => r,
-        _ = shutdown.wait_for(|stop| *stop) => 'drain: {
+        () = worker.stop.wait() => 'drain: {
             // A connection accepted just before the stop whose first request has not been read
             // yet would be closed unanswered by hyper's graceful shutdown (it counts as idle).
             // It was accepted, so it gets its answer: wait for its first request to start (the

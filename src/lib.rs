@@ -45,6 +45,7 @@ mod server;
 mod service;
 pub mod settings;
 pub mod stats;
+mod stop;
 pub mod sys;
 mod systemd;
 pub mod tls;

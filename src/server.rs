@@ -399,6 +399,7 @@ fn run_worker(
         }
         tokio::task::spawn_local(heartbeat(worker.clone()));
         let _ = shutdown.wait_for(|stop| *stop).await;
+        worker.stop.stop();
         // Accept loops have stopped (and dropped their listeners, so that new connections are
         // refused, or queued by systemd under socket activation); connections are finishing.
         worker.refresh();

@@ -51,6 +51,8 @@ pub struct Worker {
     pub bodies: Arc<BodyBudget>,
     /// Set when the server starts draining.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the worker stops: its connections finish their exchange and close.
+    pub stop: crate::stop::Stop,
     spare_header_maps: RefCell<Vec<HeaderMap>>,
     /// Access-log lines waiting to be written (flushed by size and by the heartbeat).
     log_buf: RefCell<Vec<u8>>,
@@ -434,6 +436,7 @@ impl Worker {
             boundary_seed: seed,
             boundary_counter: Cell::new(0),
             open_connections: Cell::new(0),
+            stop: crate::stop::Stop::default(),
             spare_header_maps: RefCell::new(Vec::with_capacity(SPARE_HEADER_MAPS)),
             log_buf: RefCell::new(Vec::new()),
             last_drop_warning: Cell::new(None),
