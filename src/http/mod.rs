@@ -1,7 +1,7 @@
 //! HTTP semantics that do not depend on sockets or files: Range ([`range`]), preconditions
 //! ([`conditional`]), download names ([`disposition`]), content-coding negotiation
-//! ([`encoding`]), Host syntax ([`host`]) and the precondition-and-range gate every
-//! representation passes ([`gate`]). All pure functions with table tests.
+//! ([`encoding`]), Host syntax ([`host`]), the precondition-and-range gate every
+//! representation passes ([`gate`]) and the one pass over a request's header names ([`scan`]). All pure functions with table tests.
 
 pub mod conditional;
 pub(crate) mod disposition;
@@ -10,6 +10,7 @@ pub mod forwarded;
 pub(crate) mod gate;
 pub(crate) mod host;
 pub mod range;
+pub(crate) mod scan;
 
 /// Optional whitespace (RFC 9110 §5.6.3: spaces and tabs) removed from both ends.
 fn trim_ows(mut s: &[u8]) -> &[u8] {

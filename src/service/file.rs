@@ -19,6 +19,7 @@ use crate::http::disposition;
 use crate::http::encoding::{self, Choice, Coding};
 use crate::http::gate::{self, Decision};
 use crate::http::range::ByteRange;
+use crate::http::scan::HeaderScan;
 
 use super::admit;
 use super::reply::*;
@@ -32,6 +33,7 @@ pub(super) const ACCEPT_ENCODING_VARY: HeaderValue = HeaderValue::from_static("A
 pub(super) fn answer(
     conn: &Rc<ConnShared>,
     req: &http::request::Parts,
+    scan: &HeaderScan<'_>,
     target: &mut Target,
 ) -> Response<Body> {
     let is_head = req.method == Method::HEAD;
@@ -60,7 +62,7 @@ pub(super) fn answer(
             .insert(header::VARY, ACCEPT_ENCODING_VARY);
         return resp;
     };
-    let mut resp = represent(conn, req, &file, rel, is_head, config.max_ranges);
+    let mut resp = represent(conn, (req, scan), &file, rel, is_head, config.max_ranges);
     if vary {
         resp.headers_mut()
             .insert(header::VARY, ACCEPT_ENCODING_VARY);
@@ -171,7 +173,7 @@ pub(super) fn negotiate(
 /// and digests), the gate (preconditions, then Range), and the body.
 pub(super) fn represent(
     conn: &Rc<ConnShared>,
-    req: &http::request::Parts,
+    (req, scan): (&http::request::Parts, &HeaderScan<'_>),
     file: &Arc<OpenFile>,
     rel: &str,
     is_head: bool,
@@ -205,7 +207,7 @@ pub(super) fn represent(
         Decision::Full => whole(conn, file, is_head, (download, id.etag)),
     };
     if matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
-        if let Some(digest) = id.known.and_then(|k| repr_digest(req, k)) {
+        if let Some(digest) = id.known.and_then(|k| repr_digest(req, scan, k)) {
             resp.headers_mut().insert(REPR_DIGEST, digest);
             conn.sent_digest();
         }
@@ -290,12 +292,16 @@ fn unchanged(conn: &ConnShared, file: &OpenFile) -> bool {
 }
 
 /// The `Repr-Digest` in the algorithm the request's `Want-Repr-Digest` prefers.
-fn repr_digest(req: &http::request::Parts, known: &Known) -> Option<HeaderValue> {
-    let wants = req
-        .headers
-        .get_all(WANT_REPR_DIGEST)
-        .iter()
-        .map(|v| v.as_bytes());
+fn repr_digest(
+    req: &http::request::Parts,
+    scan: &HeaderScan<'_>,
+    known: &Known,
+) -> Option<HeaderValue> {
+    // Without the field, no lookup: the default choice from an empty preference list.
+    let fields = scan
+        .digest_preference
+        .then(|| req.headers.get_all(WANT_REPR_DIGEST));
+    let wants = fields.iter().flat_map(|f| f.iter()).map(|v| v.as_bytes());
     let digests = &known.digests;
     let alg = crate::digest::want::choose(wants, |a| digests.repr(a).is_some())?;
     digests.repr(alg).cloned()

@@ -24,6 +24,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 
 use crate::body::Body;
 use crate::conn::ConnShared;
+use crate::digest::WANT_REPR_DIGEST;
+use crate::http::scan::HeaderScan;
 use crate::protect::signing::unix_now;
 use crate::protect::{Admission, Pacer};
 use crate::stats::WorkerStats;
@@ -58,12 +60,13 @@ impl hyper::service::Service<Request<Incoming>> for FileService {
         WorkerStats::add(&self.conn.worker.stats().requests, 1);
         let (mut parts, body) = req.into_parts();
         self.conn.begin_exchange(&parts);
-        let reply = if let Some(refusal) = framing_error(&self.conn, &parts.headers) {
+        let scan = HeaderScan::of(&parts.headers, &WANT_REPR_DIGEST);
+        let reply = if let Some(refusal) = framing_error(&self.conn, &parts.headers, &scan) {
             Reply::Now(refusal)
         } else if let Some(refusal) = client_limits(&self.conn) {
             Reply::Now(refusal)
         } else {
-            respond(&self.conn, &parts)
+            respond(&self.conn, &parts, &scan)
         };
         let is_head = parts.method == Method::HEAD;
         let conn = self.conn.clone();
@@ -161,7 +164,14 @@ fn wants_archive(query: Option<&str>) -> bool {
 /// chunked anyway, a proxy in front might not. The head guard in `io` already refuses a second
 /// framing header; this is the part that needs the parsed value. 400, and the connection closes,
 /// so nothing after the request is ever read as another.
-fn framing_error(conn: &Rc<ConnShared>, headers: &HeaderMap) -> Option<Response<Body>> {
+fn framing_error(
+    conn: &Rc<ConnShared>,
+    headers: &HeaderMap,
+    scan: &HeaderScan<'_>,
+) -> Option<Response<Body>> {
+    if !scan.transfer_encoding {
+        return None;
+    }
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
     let te = codings.next()?;
     if codings.next().is_none() && te.as_bytes().eq_ignore_ascii_case(b"chunked") {
@@ -243,10 +253,9 @@ fn admit(conn: &Rc<ConnShared>, req: &http::request::Parts, rel: &str) -> Result
 
 /// Exactly one Host in HTTP/1.1 (at most one in 1.0), a valid authority (RFC 9110 §7.2), and an
 /// absolute-form target's authority that agrees with it; otherwise the 400 to send.
-fn host_error(req: &http::request::Parts) -> Option<&'static str> {
-    let mut hosts = req.headers.get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() || (host.is_none() && req.version == Version::HTTP_11) {
+fn host_error(req: &http::request::Parts, scan: &HeaderScan<'_>) -> Option<&'static str> {
+    let host = scan.host;
+    if scan.hosts > 1 || (host.is_none() && req.version == Version::HTTP_11) {
         return Some("a request needs exactly one Host header\n");
     }
     if host.is_some_and(|h| !crate::http::host::valid(h.as_bytes())) {
@@ -264,8 +273,8 @@ fn host_error(req: &http::request::Parts) -> Option<&'static str> {
 
 /// Answer one request: its Host checked, its target parsed once, then an archive, a listing or
 /// a file.
-fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
-    if let Some(text) = host_error(req) {
+fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts, scan: &HeaderScan<'_>) -> Reply {
+    if let Some(text) = host_error(req, scan) {
         return Reply::Now(error(conn, StatusCode::BAD_REQUEST, text));
     }
     let mut target = Target::parse(conn, &req.uri);
@@ -286,7 +295,7 @@ fn respond(conn: &Rc<ConnShared>, req: &http::request::Parts) -> Reply {
             };
         }
     }
-    Reply::Now(file::answer(conn, req, &mut target))
+    Reply::Now(file::answer(conn, req, scan, &mut target))
 }
 
 /// An archive POST reads its own body (the selection).
