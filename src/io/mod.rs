@@ -393,16 +393,17 @@ impl AsyncRead for SendfileIo {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let limits = this.conn.worker.config().limits.clone();
                 let deadline = match phase {
                     Phase::Idle { deadline: Some(d) } | Phase::Head { deadline: Some(d) } => d,
                     Phase::Idle { deadline: None } => {
-                        let d = Instant::now() + limits.keepalive_timeout;
+                        let timeout = this.conn.worker.config().limits.keepalive_timeout;
+                        let d = Instant::now() + timeout;
                         this.conn.phase.set(Phase::Idle { deadline: Some(d) });
                         d
                     }
                     Phase::Head { deadline: None } => {
-                        let d = Instant::now() + limits.header_timeout;
+                        let timeout = this.conn.worker.config().limits.header_timeout;
+                        let d = Instant::now() + timeout;
                         this.conn.phase.set(Phase::Head { deadline: Some(d) });
                         d
                     }
