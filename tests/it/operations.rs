@@ -422,20 +422,7 @@ print(json.dumps(out))"#,
 #[test]
 fn access_log_lines_and_reopen_on_sigusr1() {
     let t = Tree::new();
-    t.file("a.txt", b"alpha");
-    let log = t.dir.path().join("access.log");
-    let config = t.dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        "[access_log]\nformat = \"json\"\npath = \"access.log\"\n",
-    )
-    .unwrap();
-    let server = Spawned::serve(&[
-        "--root",
-        t.root().to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (server, log) = logging_server(&t, "json");
     let mut c = server.connect();
     write!(
         c,
@@ -493,20 +480,7 @@ fn access_log_lines_and_reopen_on_sigusr1() {
 #[test]
 fn combined_access_log_lines() {
     let t = Tree::new();
-    t.file("a.txt", b"alpha");
-    let log = t.dir.path().join("access.log");
-    let config = t.dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        "[access_log]\nformat = \"combined\"\npath = \"access.log\"\n",
-    )
-    .unwrap();
-    let server = Spawned::serve(&[
-        "--root",
-        t.root().to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (server, log) = logging_server(&t, "combined");
     let mut c = server.connect();
     for agent in ["first \"agent\"", "second"] {
         write!(
@@ -549,6 +523,21 @@ fn combined_access_log_lines() {
         assert!(tail[3..].iter().all(|w| *w == "digest"), "{line}");
     }
     assert!(server.terminate(10).success());
+}
+
+/// A server over a tree holding `a.txt`, logging in `format` to `access.log` beside its config.
+fn logging_server(t: &Tree, format: &str) -> (Spawned, std::path::PathBuf) {
+    t.file("a.txt", b"alpha");
+    let config = t.dir.path().join("c.toml");
+    let text = format!("[access_log]\nformat = \"{format}\"\npath = \"access.log\"\n");
+    std::fs::write(&config, text).unwrap();
+    let server = Spawned::serve(&[
+        "--root",
+        t.root().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    (server, t.dir.path().join("access.log"))
 }
 
 fn wait_for_line(path: &std::path::Path, needle: &str) -> String {
