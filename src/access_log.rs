@@ -403,7 +403,11 @@ impl Exchange {
         escaped(self.field(0), out);
         out.push(b' ');
         escaped(self.field(1), out);
-        let _ = write!(out, " HTTP/1.1\" {} {bytes} \"", self.status);
+        out.extend_from_slice(b" HTTP/1.1\" ");
+        number(self.status, out);
+        out.push(b' ');
+        number(bytes, out);
+        out.extend_from_slice(b" \"");
         escaped(self.field(3), out);
         out.extend_from_slice(b"\" \"");
         escaped(self.field(2), out);
@@ -569,16 +573,31 @@ fn rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     ]);
 }
 
+/// `29/Feb/2000:00:00:00 +0000`, formatted once a second per thread like [`rfc3339`]'s.
 fn clf_time(t: SystemTime, out: &mut Vec<u8>) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let (y, mo, d, h, mi, s, _) = crate::civil::civil(t);
-    let _ = write!(
-        out,
-        "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",
-        MONTHS[mo as usize - 1]
-    );
+    thread_local! {
+        static SECOND: std::cell::Cell<(u64, [u8; 26])> = const { std::cell::Cell::new((u64::MAX, [0; 26])) };
+    }
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let text = SECOND.with(|cell| {
+        let (cached, text) = cell.get();
+        if cached == secs {
+            return text;
+        }
+        let (y, mo, d, h, mi, s, _) = crate::civil::civil(t);
+        let mut text = [0u8; 26];
+        let _ = write!(
+            &mut text[..],
+            "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",
+            MONTHS[mo as usize - 1]
+        );
+        cell.set((secs, text));
+        text
+    });
+    out.extend_from_slice(&text);
 }
 
 #[cfg(test)]
@@ -595,6 +614,13 @@ mod tests {
         s.clear();
         clf_time(UNIX_EPOCH + Duration::from_secs(951_782_400), &mut s);
         assert_eq!(s, b"29/Feb/2000:00:00:00 +0000");
+        s.clear();
+        clf_time(UNIX_EPOCH + Duration::from_millis(951_782_400_999), &mut s);
+        clf_time(UNIX_EPOCH + Duration::from_secs(951_782_401), &mut s);
+        assert_eq!(
+            s, b"29/Feb/2000:00:00:00 +000029/Feb/2000:00:00:01 +0000",
+            "the cached second is replaced when the second changes"
+        );
     }
 
     #[test]
