@@ -6,12 +6,14 @@
 //! Everything from the request is escaped (JSON string rules, or `\xHH` in combined format), so
 //! a hostile header cannot forge lines; a link's signature is replaced by `REDACTED`.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::thread::LocalKey;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -548,22 +550,15 @@ fn escaped(s: &str, out: &mut Vec<u8>) {
 /// thread; a line adds only its milliseconds.
 fn rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     thread_local! {
-        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
     }
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (secs, ms) = (d.as_secs(), d.subsec_millis());
-    let prefix = SECOND.with(|cell| {
-        let (cached, text) = cell.get();
-        if cached == secs {
-            return text;
-        }
-        let (y, mo, d, h, mi, s, _) = crate::civil::civil(t);
-        let mut text = [0u8; 19];
-        let _ = write!(&mut text[..], "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
-        cell.set((secs, text));
-        text
-    });
-    out.extend_from_slice(&prefix);
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_millis();
+    out.extend_from_slice(&once_a_second(&SECOND, t, |text, (y, mo, d, h, mi, s)| {
+        write!(text, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
+    }));
     out.extend_from_slice(&[
         b'.',
         b'0' + (ms / 100) as u8,
@@ -579,25 +574,33 @@ fn clf_time(t: SystemTime, out: &mut Vec<u8>) {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     thread_local! {
-        static SECOND: std::cell::Cell<(u64, [u8; 26])> = const { std::cell::Cell::new((u64::MAX, [0; 26])) };
+        static SECOND: Cell<(u64, [u8; 26])> = const { Cell::new((u64::MAX, [0; 26])) };
     }
+    out.extend_from_slice(&once_a_second(&SECOND, t, |text, (y, mo, d, h, mi, s)| {
+        let month = MONTHS[mo as usize - 1];
+        write!(text, "{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000")
+    }));
+}
+
+/// The text of `t`'s second: `cache`'s when it holds that second, else `format`ted from the
+/// civil date (year, month, day, hour, minute, second) and kept for the rest of the second.
+fn once_a_second<const N: usize>(
+    cache: &'static LocalKey<Cell<(u64, [u8; N])>>,
+    t: SystemTime,
+    format: impl FnOnce(&mut &mut [u8], (i64, u32, u32, u32, u32, u32)) -> io::Result<()>,
+) -> [u8; N] {
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let text = SECOND.with(|cell| {
+    cache.with(|cell| {
         let (cached, text) = cell.get();
         if cached == secs {
             return text;
         }
         let (y, mo, d, h, mi, s, _) = crate::civil::civil(t);
-        let mut text = [0u8; 26];
-        let _ = write!(
-            &mut text[..],
-            "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",
-            MONTHS[mo as usize - 1]
-        );
+        let mut text = [0u8; N];
+        let _ = format(&mut &mut text[..], (y, mo, d, h, mi, s));
         cell.set((secs, text));
         text
-    });
-    out.extend_from_slice(&text);
+    })
 }
 
 #[cfg(test)]
