@@ -59,6 +59,18 @@ pub struct OpenFile {
     /// The inotify watch that tells whether the file was written since its digest was
     /// confirmed; `None` inside once tried where the file cannot be watched.
     pub watch: std::sync::OnceLock<Option<watch::Watch>>,
+    /// The headers every 200 and 206 of these bytes carries, prepared by the service on the
+    /// first settled one; set at most once.
+    pub head: std::sync::OnceLock<PreparedHead>,
+}
+
+#[derive(Debug)]
+/// A file's representation headers, ready to be cloned into each response, and the ETag and
+/// Repr-Digest among them.
+pub struct PreparedHead {
+    pub etag: Option<HeaderValue>,
+    pub repr_digest: Option<HeaderValue>,
+    pub headers: http::HeaderMap,
 }
 
 impl OpenFile {
@@ -196,6 +208,7 @@ pub fn describe(
         small: std::sync::OnceLock::new(),
         digests: std::sync::OnceLock::new(),
         watch: std::sync::OnceLock::new(),
+        head: std::sync::OnceLock::new(),
     }
 }
 

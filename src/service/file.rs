@@ -13,7 +13,7 @@ use crate::body::Body;
 use crate::conn::ConnShared;
 use crate::digest::{EtagSource, Known, REPR_DIGEST, WANT_REPR_DIGEST};
 use crate::fs::path::PATH_ESCAPES;
-use crate::fs::{OpenError, OpenFile};
+use crate::fs::{OpenError, OpenFile, PreparedHead};
 use crate::http::conditional::Validators;
 use crate::http::disposition;
 use crate::http::encoding::{self, Choice, Coding};
@@ -66,14 +66,6 @@ pub(super) fn answer(
     if vary {
         resp.headers_mut()
             .insert(header::VARY, ACCEPT_ENCODING_VARY);
-    }
-    if let Some(coding) = file.encoding {
-        if matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
-            resp.headers_mut().insert(
-                header::CONTENT_ENCODING,
-                HeaderValue::from_static(coding.token()),
-            );
-        }
     }
     resp
 }
@@ -186,8 +178,15 @@ pub(super) fn represent(
     };
     let ranges_allowed = if is_head { 0 } else { max_ranges };
     let download = req.uri.query().and_then(|q| download_name(q, rel));
-    let download = download.as_deref();
-    let mut resp = match gate::decide(&req.headers, validators, file.len, ranges_allowed) {
+    let shown = Shown {
+        download: download.as_deref(),
+        etag: id.etag,
+        repr_digest: id.known.and_then(|k| repr_digest(req, scan, k)),
+        // The head a request without a digest preference gets, once nothing in it can change.
+        settled: !scan.digest_preference
+            && (id.known.is_some() || conn.worker.config().digests.is_none()),
+    };
+    let resp = match gate::decide(&req.headers, validators, file.len, ranges_allowed) {
         Decision::NotModified => not_modified(conn, |h| validator_headers(h, file, id.etag)),
         Decision::PreconditionFailed => precondition_failed(conn),
         Decision::RangeNotSatisfiable => {
@@ -196,27 +195,33 @@ pub(super) fn represent(
             resp
         }
         Decision::Partial(ranges) if ranges.len() == 1 => {
-            single_range(conn, file, ranges[0], (download, id.etag))
+            single_range(conn, file, ranges[0], shown)
         }
         // Multipart needs a mapping for each part; an unmappable file gets the (copied) full
         // body instead, as RFC 9110 allows.
-        Decision::Partial(_) if file.map.is_none() => {
-            whole(conn, file, is_head, (download, id.etag))
-        }
-        Decision::Partial(ranges) => multipart(conn, file, &ranges, (download, id.etag)),
-        Decision::Full => whole(conn, file, is_head, (download, id.etag)),
+        Decision::Partial(_) if file.map.is_none() => whole(conn, file, is_head, shown),
+        Decision::Partial(ranges) => multipart(conn, file, &ranges, shown),
+        Decision::Full => whole(conn, file, is_head, shown),
     };
-    if matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
-        if let Some(digest) = id.known.and_then(|k| repr_digest(req, scan, k)) {
-            resp.headers_mut().insert(REPR_DIGEST, digest);
-            conn.sent_digest();
-        }
+    if shown.repr_digest.is_some()
+        && matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT)
+    {
+        conn.sent_digest();
     }
     resp
 }
 
-/// What a 200 or 206 of a file names besides the file: the `?download` name and the ETag.
-type Shown<'a> = (Option<&'a str>, Option<&'a HeaderValue>);
+/// What a 200 or 206 of a file names besides the file itself.
+#[derive(Clone, Copy)]
+struct Shown<'a> {
+    /// The `?download` name.
+    download: Option<&'a str>,
+    etag: Option<&'a HeaderValue>,
+    repr_digest: Option<&'a HeaderValue>,
+    /// Whether this is the head every plain request for these bytes gets from now on, so that
+    /// it can be prepared once (see [`representation_head`]).
+    settled: bool,
+}
 
 /// What a response says identifies the representation's bytes.
 struct Identity<'f> {
@@ -292,11 +297,11 @@ fn unchanged(conn: &ConnShared, file: &OpenFile) -> bool {
 }
 
 /// The `Repr-Digest` in the algorithm the request's `Want-Repr-Digest` prefers.
-fn repr_digest(
+fn repr_digest<'k>(
     req: &http::request::Parts,
     scan: &HeaderScan<'_>,
-    known: &Known,
-) -> Option<HeaderValue> {
+    known: &'k Known,
+) -> Option<&'k HeaderValue> {
     // Without the field, no lookup: the default choice from an empty preference list.
     let fields = scan
         .digest_preference
@@ -304,7 +309,7 @@ fn repr_digest(
     let wants = fields.iter().flat_map(|f| f.iter()).map(|v| v.as_bytes());
     let digests = &known.digests;
     let alg = crate::digest::want::choose(wants, |a| digests.repr(a).is_some())?;
-    digests.repr(alg).cloned()
+    digests.repr(alg)
 }
 
 /// 200 with the whole file (or, for HEAD, its length only).
@@ -325,8 +330,8 @@ fn whole(
         };
         Body::file(file, all, conn)
     };
-    let mut resp = new_response(conn, body);
-    representation_headers(resp.headers_mut(), file, shown);
+    let mut resp = Response::new(body);
+    *resp.headers_mut() = representation_head(conn, file, shown);
     if is_head && file.len == 0 {
         // hyper only writes an implicit `content-length: 0` for GET; HEAD must match GET.
         resp.headers_mut()
@@ -342,10 +347,10 @@ fn single_range(
     r: ByteRange,
     shown: Shown<'_>,
 ) -> Response<Body> {
-    let mut resp = new_response(conn, Body::file(file, r, conn));
+    let mut resp = Response::new(Body::file(file, r, conn));
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     let h = resp.headers_mut();
-    representation_headers(h, file, shown);
+    *h = representation_head(conn, file, shown);
     h.insert(
         header::CONTENT_RANGE,
         content_range(format_args!("bytes {}-{}/{}", r.first, r.last, file.len)),
@@ -364,7 +369,7 @@ fn multipart(
     let mut resp = new_response(conn, Body::multipart(file, ranges, &boundary, conn));
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     let h = resp.headers_mut();
-    representation_headers(h, file, shown);
+    *h = representation_head(conn, file, shown);
     h.insert(
         header::CONTENT_TYPE,
         header_value(format!("multipart/byteranges; boundary={boundary}")),
@@ -372,16 +377,54 @@ fn multipart(
     resp
 }
 
-/// Headers every 200/206 of a file carries.
-fn representation_headers(h: &mut HeaderMap, file: &OpenFile, (download, etag): Shown<'_>) {
-    h.insert(header::CONTENT_TYPE, file.content_type.clone());
-    h.insert(header::ACCEPT_RANGES, BYTES);
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    validator_headers(h, file, etag);
-    if let Some(name) = download {
+/// The headers every 200/206 of `file` carries, in a map of their own. A settled head is
+/// prepared once per file and cloned (two allocations instead of six or seven hashed inserts);
+/// any other (a content ETag or digest still unknown, a digest preference, an ETag source
+/// changed since) is inserted one by one.
+fn representation_head(conn: &Rc<ConnShared>, file: &OpenFile, shown: Shown<'_>) -> HeaderMap {
+    let prepared = shown.settled.then(|| {
+        file.head.get_or_init(|| {
+            let mut headers = HeaderMap::with_capacity(8);
+            representation_headers(&mut headers, file, shown);
+            PreparedHead {
+                etag: shown.etag.cloned(),
+                repr_digest: shown.repr_digest.cloned(),
+                headers,
+            }
+        })
+    });
+    let mut h = match prepared {
+        Some(p) if p.etag.as_ref() == shown.etag && p.repr_digest.as_ref() == shown.repr_digest => {
+            p.headers.clone()
+        }
+        _ => {
+            let mut h = conn.worker.take_header_map();
+            representation_headers(&mut h, file, shown);
+            h
+        }
+    };
+    if let Some(name) = shown.download {
         h.insert(
             header::CONTENT_DISPOSITION,
             header_value(disposition::attachment(name)),
+        );
+    }
+    h
+}
+
+/// The representation headers of `file` (but the `?download` name), inserted into `h`.
+fn representation_headers(h: &mut HeaderMap, file: &OpenFile, shown: Shown<'_>) {
+    h.insert(header::CONTENT_TYPE, file.content_type.clone());
+    h.insert(header::ACCEPT_RANGES, BYTES);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    validator_headers(h, file, shown.etag);
+    if let Some(digest) = shown.repr_digest {
+        h.insert(REPR_DIGEST, digest.clone());
+    }
+    if let Some(coding) = file.encoding {
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.token()),
         );
     }
 }
