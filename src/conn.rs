@@ -21,9 +21,10 @@ use crate::worker::Worker;
 #[derive(Clone, Copy, Debug)]
 pub enum Phase {
     /// Waiting for the first byte of a request; closed at `deadline` (keep-alive idle timeout,
-    /// or the header timeout for a fresh connection). `None` until a read first goes pending:
-    /// deadlines are computed lazily, so a busy keep-alive connection reads the clock once per
-    /// request, not once per phase change.
+    /// or the header timeout for a fresh connection). `None` until the exchange before it is
+    /// logged (which reads the clock anyway) or a read first goes pending: deadlines are
+    /// computed lazily, so a busy keep-alive connection reads the clock for them at most once
+    /// per request, not once per phase change.
     Idle { deadline: Option<Instant> },
     /// Part of a request head has arrived; the whole head must arrive by `deadline` (computed,
     /// like Idle's, when a read first goes pending).
@@ -117,6 +118,18 @@ impl ConnShared {
         }
     }
 
+    /// The exchange ended at `end`: if the connection is idle with no deadline yet, its
+    /// keep-alive timeout runs from then, so the read that next goes pending need not read the
+    /// clock again.
+    fn idle_from(&self, end: Instant) {
+        if let Phase::Idle { deadline: None } = self.phase.get() {
+            let timeout = self.worker.config().limits.keepalive_timeout;
+            self.phase.set(Phase::Idle {
+                deadline: Some(end + timeout),
+            });
+        }
+    }
+
     /// A fresh connection's shared state.
     pub fn new(
         worker: Rc<Worker>,
@@ -199,7 +212,9 @@ impl ConnShared {
             return;
         }
         x.active = false;
-        let seconds = x.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        let end = Instant::now();
+        let seconds = x.started.map_or(0.0, |s| (end - s).as_secs_f64());
+        self.idle_from(end);
         let bytes = self.bytes_sent.get() - x.bytes_before;
         let status = if x.status == 0 { 499 } else { x.status };
         x.status = status;
