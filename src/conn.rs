@@ -118,16 +118,13 @@ impl ConnShared {
         }
     }
 
-    /// The exchange ended at `end`: if the connection is idle with no deadline yet, its
-    /// keep-alive timeout runs from then, so the read that next goes pending need not read the
-    /// clock again.
-    fn idle_from(&self, end: Instant) {
-        if let Phase::Idle { deadline: None } = self.phase.get() {
-            let timeout = self.worker.config().limits.keepalive_timeout;
-            self.phase.set(Phase::Idle {
-                deadline: Some(end + timeout),
-            });
-        }
+    /// Arm the idle connection's keep-alive deadline to run from `since`; returns it.
+    pub fn arm_keepalive(&self, since: Instant) -> Instant {
+        let deadline = since + self.worker.config().limits.keepalive_timeout;
+        self.phase.set(Phase::Idle {
+            deadline: Some(deadline),
+        });
+        deadline
     }
 
     /// A fresh connection's shared state.
@@ -214,7 +211,11 @@ impl ConnShared {
         x.active = false;
         let end = Instant::now();
         let seconds = x.started.map_or(0.0, |s| (end - s).as_secs_f64());
-        self.idle_from(end);
+        // Idle with no deadline yet: it runs from this clock read, so the read that next goes
+        // pending need not read the clock again.
+        if let Phase::Idle { deadline: None } = self.phase.get() {
+            self.arm_keepalive(end);
+        }
         let bytes = self.bytes_sent.get() - x.bytes_before;
         let status = if x.status == 0 { 499 } else { x.status };
         x.status = status;

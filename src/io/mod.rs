@@ -395,12 +395,7 @@ impl AsyncRead for SendfileIo {
             Poll::Pending => {
                 let deadline = match phase {
                     Phase::Idle { deadline: Some(d) } | Phase::Head { deadline: Some(d) } => d,
-                    Phase::Idle { deadline: None } => {
-                        let timeout = this.conn.worker.config().limits.keepalive_timeout;
-                        let d = Instant::now() + timeout;
-                        this.conn.phase.set(Phase::Idle { deadline: Some(d) });
-                        d
-                    }
+                    Phase::Idle { deadline: None } => this.conn.arm_keepalive(Instant::now()),
                     Phase::Head { deadline: None } => {
                         let timeout = this.conn.worker.config().limits.header_timeout;
                         let d = Instant::now() + timeout;
